@@ -1,0 +1,29 @@
+"""Errors raised on bad input.
+
+Every error AIRTP raises because of what a user gave it is an
+:class:`AirtpError`; its message names the file, structure or beam at fault.
+"""
+
+
+class AirtpError(Exception):
+    """Base class of all input errors of AIRTP."""
+
+
+class CaseFileError(AirtpError):
+    """A case file is missing, unreadable or lacks required arrays."""
+
+
+class GridError(AirtpError):
+    """A grid is malformed (non-positive spacing, wrong rank) or two grids differ."""
+
+
+class StructureError(AirtpError):
+    """A structure is absent, not a boolean mask, or not on the case grid."""
+
+
+class PrescriptionError(AirtpError):
+    """A prescription is malformed or names an absent target."""
+
+
+class RecipeError(AirtpError):
+    """A helper-structure recipe cannot run on the case it was given."""
