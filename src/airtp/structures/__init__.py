@@ -3,6 +3,7 @@
 from airtp.structures.morphology import (
     asymmetric_margin,
     crop_to_body,
+    distance_mm,
     intersection,
     margin,
     ring,
@@ -13,5 +14,5 @@ from airtp.structures.structure_set import StructureSet
 
 __all__ = [
     "StructureSet", "margin", "asymmetric_margin", "ring", "union", "intersection", "subtract",
-    "crop_to_body",
+    "crop_to_body", "distance_mm",
 ]

@@ -17,7 +17,7 @@ from airtp import _core
 from airtp.core import use_gpu
 from airtp.errors import AirtpError, StructureError
 
-__all__ = ["margin", "asymmetric_margin", "ring", "union", "intersection", "subtract", "crop_to_body"]
+__all__ = ["margin", "distance_mm", "asymmetric_margin", "ring", "union", "intersection", "subtract", "crop_to_body"]
 
 
 def _checked(mask, spacing) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -54,6 +54,15 @@ def margin(mask: np.ndarray, mm: float, spacing) -> np.ndarray:
         return mask.copy()
     u8 = mask.view(np.uint8)
     return _core.margin(u8, sp, float(mm), use_gpu(mask.size)).view(np.bool_)
+
+
+def distance_mm(mask: np.ndarray, spacing) -> np.ndarray:
+    """Distance (mm, float64) from each voxel centre to the nearest centre of `mask`.
+
+    Zero inside the mask; +inf everywhere when the mask is empty.
+    """
+    mask, sp = _checked(mask, spacing)
+    return np.sqrt(_core.edt_sq(mask.view(np.uint8), sp, use_gpu(mask.size)))
 
 
 def asymmetric_margin(
