@@ -19,7 +19,7 @@ from airtp.errors import AirtpError
 __all__ = ["main", "build_parser"]
 
 # Modules that contribute subcommands through add_parsers(subparsers).
-_COMMAND_MODULES = ("airtp.evaluation.commands",)
+_COMMAND_MODULES = ("airtp.evaluation.commands", "airtp.dose.commands")
 
 
 def _format_structure_table(case: Case) -> str:

@@ -27,3 +27,11 @@ class PrescriptionError(AirtpError):
 
 class RecipeError(AirtpError):
     """A helper-structure recipe cannot run on the case it was given."""
+
+
+class BeamError(AirtpError):
+    """A beam is malformed, its isocentre lies outside the CT, or it misses the body."""
+
+
+class DoseError(AirtpError):
+    """Dose cannot be computed: empty target, unreadable beam data or calibration file."""
