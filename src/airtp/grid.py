@@ -13,7 +13,7 @@ import numpy as np
 
 from airtp.errors import GridError
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "resample"]
 
 
 @dataclass(frozen=True)
@@ -93,3 +93,21 @@ class Grid:
         """Raise :class:`GridError` naming `what` unless `array` has this grid's shape."""
         if tuple(np.shape(array)) != self.shape:
             raise GridError(f"{what}: shape {tuple(np.shape(array))} does not match the grid shape {self.shape}")
+
+
+def resample(values: np.ndarray, src: Grid, dst: Grid, order: int = 1, fill: float = 0.0) -> np.ndarray:
+    """Values on grid `src` interpolated at the voxel centres of grid `dst`.
+
+    ``order`` 1 is trilinear (doses), 0 nearest neighbour (labels); points
+    outside `src` get `fill`. Returns float32 of shape ``dst.shape``.
+    """
+    from scipy.ndimage import map_coordinates
+
+    src.check_array(values, "resample input")
+    if dst == src:
+        return np.asarray(values, dtype=np.float32).copy()
+    z, y, x = (np.asarray(a) for a in dst.axes_mm())
+    iz, iy, ix = ((a - o) / s for a, o, s in zip((z, y, x), src.origin_mm, src.spacing_mm))
+    coords = np.stack(np.meshgrid(iz, iy, ix, indexing="ij"))
+    return map_coordinates(np.asarray(values, dtype=np.float32), coords, order=order, mode="constant",
+                           cval=fill).astype(np.float32)
