@@ -1,6 +1,7 @@
 """Grid, case file format and prescriptions."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -53,6 +54,9 @@ def test_round_trip_is_exact(tmp_path):
     assert (back.site, back.patient_id, back.meta) == ("lung", "p1", {"note": "x"})
     np.testing.assert_array_equal(back.arrays["reference_dose_gy"], case.arrays["reference_dose_gy"])
     assert not [p for p in tmp_path.iterdir() if p.name != "c.npz"]  # no temporary left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it
 
 
 def test_file_without_meta_takes_prescriptions_from_caller(tmp_path):
