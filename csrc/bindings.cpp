@@ -8,7 +8,14 @@
 
 #include <omp.h>
 
+#include "dvh.h"
 #include "edt.h"
+// dose engine
+#include <functional>
+#include <memory>
+#include "pencilbeam.h"
+#include "spmv.h"
+// end dose engine
 #ifdef AIRTP_WITH_CUDA
 #include "cuda_api.h"
 #endif
@@ -77,6 +84,367 @@ py::array_t<uint8_t> asymmetric_expand(const Mask& mask, const std::array<double
     return out;
 }
 
+// ---- dvh ------------------------------------------------------------------
+
+using Dose = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+py::array_t<double> stats_array(const std::vector<airtp::DvhStats>& st) {
+    const py::ssize_t ns = static_cast<py::ssize_t>(st.size());
+    py::array_t<double> out({ns, py::ssize_t(5)});
+    auto o = out.mutable_unchecked<2>();
+    for (py::ssize_t s = 0; s < ns; ++s) {
+        o(s, 0) = st[s].volume;
+        o(s, 1) = st[s].dose_sum;
+        o(s, 2) = st[s].min;
+        o(s, 3) = st[s].max;
+        o(s, 4) = static_cast<double>(st[s].voxels);
+    }
+    return out;
+}
+
+// members: list of C-contiguous (z, y, x) arrays of `shape`, dtype bool/uint8
+// (masks) or float32 (weights in [0, 1]); read once, not kept.
+std::unique_ptr<airtp::DvhIndex> make_dvh_index(const py::list& members, const std::array<int64_t, 3>& shape,
+                                                int64_t item_voxels) {
+    if (item_voxels < 1) throw std::invalid_argument("item_voxels must be >= 1");
+    for (int64_t v : shape)
+        if (v < 0) throw std::invalid_argument("shape must be non-negative");
+    const Dims d{shape[0], shape[1], shape[2]};
+    std::vector<py::array> keep;
+    std::vector<airtp::DvhStructure> structures;
+    for (py::ssize_t i = 0; i < static_cast<py::ssize_t>(members.size()); ++i) {
+        py::array a = py::reinterpret_borrow<py::array>(members[i]);
+        if (a.ndim() != 3 || a.shape(0) != d.nz || a.shape(1) != d.ny || a.shape(2) != d.nx)
+            throw std::invalid_argument("structure " + std::to_string(i) + ": shape does not match the grid");
+        if (!(a.flags() & py::array::c_style))
+            throw std::invalid_argument("structure " + std::to_string(i) + ": array must be C-contiguous");
+        const char kind = a.dtype().kind();
+        airtp::DvhStructure st;
+        if ((kind == 'b' || kind == 'u') && a.itemsize() == 1) st.mask = static_cast<const uint8_t*>(a.data());
+        else if (kind == 'f' && a.itemsize() == 4) st.weight = static_cast<const float*>(a.data());
+        else throw std::invalid_argument("structure " + std::to_string(i) + ": dtype must be bool, uint8 or float32");
+        structures.push_back(st);
+        keep.push_back(a);
+    }
+    py::gil_scoped_release release;
+    return std::make_unique<airtp::DvhIndex>(structures, d, item_voxels);
+}
+
+py::tuple dose_scan(const Dose& dose) {
+    airtp::DoseScan r;
+    {
+        py::gil_scoped_release release;
+        r = airtp::dose_scan(dose.data(), dose.size());
+    }
+    return py::make_tuple(r.nonfinite, r.min, r.max);
+}
+
+// (diff (n, n_bins) scaled, cum (n, n_bins + 1) scaled, stats (n, 5) unscaled)
+py::tuple dvh_index_histograms(const airtp::DvhIndex& ix, const Dose& dose, double bin_width, int64_t n_bins,
+                               double scale, bool use_cuda) {
+    const Dims& d = ix.dims;
+    if (dose.ndim() != 3 || dose.shape(0) != d.nz || dose.shape(1) != d.ny || dose.shape(2) != d.nx)
+        throw std::invalid_argument("dose shape does not match the prepared structures");
+    if (!(bin_width > 0)) throw std::invalid_argument("bin_width must be positive");
+    if (n_bins < 1 || n_bins > (int64_t(1) << 30)) throw std::invalid_argument("n_bins must be in [1, 2^30]");
+    const py::ssize_t ns = static_cast<py::ssize_t>(ix.n_structures()), nb = static_cast<py::ssize_t>(n_bins);
+    py::array_t<double> diff({ns, nb}), cum({ns, nb + 1});
+    std::vector<airtp::DvhStats> st(ns);
+    {
+        py::gil_scoped_release release;
+#ifdef AIRTP_WITH_CUDA
+        if (use_cuda)
+            airtp::dvh_histograms_cuda(dose.data(), ix, bin_width, n_bins, scale, diff.mutable_data(),
+                                       cum.mutable_data(), st.data());
+        else
+#endif
+            airtp::dvh_histograms(dose.data(), ix, bin_width, n_bins, scale, diff.mutable_data(), cum.mutable_data(),
+                                  st.data());
+    }
+    (void)use_cuda;
+    return py::make_tuple(diff, cum, stats_array(st));
+}
+
+template <class T>
+py::array_t<T> to_array(const T* p, int64_t n) {
+    py::array_t<T> out(static_cast<py::ssize_t>(n));
+    if (n > 0) std::copy(p, p + n, out.mutable_data());
+    return out;
+}
+
+void def_dvh(py::module_& m) {
+    py::class_<airtp::DvhIndex>(m, "DvhIndex",
+                                "Structures encoded once as runs along x (weights kept) for many DVH evaluations.")
+        .def(py::init(&make_dvh_index), py::arg("members"), py::arg("shape"),
+             py::arg("item_voxels") = airtp::kDvhItemVoxels)
+        .def_property_readonly("shape", [](const airtp::DvhIndex& ix) {
+            return py::make_tuple(ix.dims.nz, ix.dims.ny, ix.dims.nx);
+        })
+        .def_property_readonly("n_structures", &airtp::DvhIndex::n_structures)
+        .def_property_readonly("n_runs", &airtp::DvhIndex::n_runs)
+        .def_property_readonly("n_items", &airtp::DvhIndex::n_items)
+        .def_property_readonly("nbytes", &airtp::DvhIndex::nbytes)
+        .def_property_readonly("voxels", [](const airtp::DvhIndex& ix) {
+            return to_array(ix.voxels.data(), static_cast<int64_t>(ix.voxels.size()));
+        })
+        .def("runs", [](const airtp::DvhIndex& ix, int64_t s) {
+                if (s < 0 || s >= ix.n_structures()) throw py::index_error("structure index out of range");
+                const int64_t r0 = ix.offsets[s], n = ix.offsets[s + 1] - r0;
+                return py::make_tuple(to_array(ix.starts.data() + r0, n), to_array(ix.lengths.data() + r0, n));
+            }, py::arg("s"), "(flat starts, lengths) of the runs of structure s, in flat order.")
+        .def("histograms", &dvh_index_histograms, py::arg("dose"), py::arg("bin_width"), py::arg("n_bins"),
+             py::arg("scale") = 1.0, py::arg("use_cuda") = false,
+             "(diff (n, n_bins) * scale, cumulative (n, n_bins + 1) * scale, stats (n, 5: volume, dose_sum, min, "
+             "max, voxels)); the dose must be finite and >= 0 (see dose_scan).");
+    m.def("dose_scan", &dose_scan, py::arg("dose"),
+          "(count of NaN/inf values, exact min, exact max) of a float32 array in one parallel pass; min/max are 0 "
+          "when the count is not 0.");
+}
+
+// ---- end dvh --------------------------------------------------------------
+
+// ---- dose engine (raytrace, pencilbeam, spmv) -------------------------------
+
+using PbI64 = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+
+airtp::VoxelGrid voxel_grid(const std::array<int64_t, 3>& shape, const std::array<double, 3>& origin,
+                            const std::array<double, 3>& spacing) {
+    airtp::VoxelGrid g;
+    g.d = {shape[0], shape[1], shape[2]};
+    for (int k = 0; k < 3; ++k) {
+        if (shape[k] < 1) throw std::invalid_argument("grid shape must be positive");
+        g.origin[k] = origin[k];
+        g.spacing[k] = spacing_of(spacing)[k];
+    }
+    return g;
+}
+
+// Arrays of one pencil-beam problem, kept alive while the native code runs.
+struct Problem {
+    F32 rho, amp, sigma;
+    PbI64 voxels;
+    I32 column_map;
+    std::vector<airtp::BeamGeometry> beams;
+    airtp::InfluenceProblem P;
+};
+
+// problem: dict with density (z, y, x float32), ct_origin, ct_spacing,
+// dose_shape, dose_origin, dose_spacing, voxels (int64 sorted flat dose-grid
+// indices), beams (nb, 20 float64: source[3], u[3], v[3], w[3], sad, x0, y0,
+// sx, sy, nx, ny, map_offset), column_map (int32), ncols, amp and sigma
+// ((n_depth, n_comp) float32), depth_step, cutoff_mm.
+std::unique_ptr<Problem> make_problem(const py::dict& d) {
+    auto pr = std::make_unique<Problem>();
+    pr->rho = d["density"].cast<F32>();
+    const Dims cd = dims_of(pr->rho);
+    airtp::InfluenceProblem& P = pr->P;
+    P.rho = pr->rho.data();
+    P.ct = voxel_grid({cd.nz, cd.ny, cd.nx}, d["ct_origin"].cast<std::array<double, 3>>(),
+                      d["ct_spacing"].cast<std::array<double, 3>>());
+    P.dose = voxel_grid(d["dose_shape"].cast<std::array<int64_t, 3>>(), d["dose_origin"].cast<std::array<double, 3>>(),
+                        d["dose_spacing"].cast<std::array<double, 3>>());
+    pr->voxels = d["voxels"].cast<PbI64>();
+    P.voxels = pr->voxels.data();
+    P.nvox = pr->voxels.size();
+    const int64_t ndose = P.dose.d.size();
+    for (int64_t i = 0; i < P.nvox; ++i)
+        if (P.voxels[i] < 0 || P.voxels[i] >= ndose || (i && P.voxels[i] <= P.voxels[i - 1]))
+            throw std::invalid_argument("voxels must be increasing flat indices into the dose grid");
+    if (P.nvox >= (int64_t(1) << 31)) throw std::invalid_argument("too many voxels for int32 rows");
+    pr->column_map = d["column_map"].cast<I32>();
+    P.column_map = pr->column_map.data();
+    P.ncols = d["ncols"].cast<int64_t>();
+    const F64 beams = d["beams"].cast<F64>();
+    if (beams.ndim() != 2 || beams.shape(1) != 20) throw std::invalid_argument("beams must be (n, 20)");
+    auto B = beams.unchecked<2>();
+    for (py::ssize_t b = 0; b < beams.shape(0); ++b) {
+        airtp::BeamGeometry g;
+        for (int k = 0; k < 3; ++k) {
+            g.source[k] = B(b, k);
+            g.u[k] = B(b, 3 + k);
+            g.v[k] = B(b, 6 + k);
+            g.w[k] = B(b, 9 + k);
+        }
+        g.sad = B(b, 12);
+        g.x0 = B(b, 13);
+        g.y0 = B(b, 14);
+        g.sx = B(b, 15);
+        g.sy = B(b, 16);
+        g.nx = int32_t(B(b, 17));
+        g.ny = int32_t(B(b, 18));
+        g.map_offset = int64_t(B(b, 19));
+        if (!(g.sad > 0 && g.sx > 0 && g.sy > 0) || g.nx < 1 || g.ny < 1 || g.map_offset < 0 ||
+            g.map_offset + int64_t(g.nx) * g.ny > pr->column_map.size())
+            throw std::invalid_argument("beam " + std::to_string(b) + ": bad geometry or beamlet grid");
+        for (int64_t k = 0; k < int64_t(g.nx) * g.ny; ++k) {
+            const int32_t c = P.column_map[g.map_offset + k];
+            if (c < -1 || c >= P.ncols) throw std::invalid_argument("column map entry out of range");
+        }
+        pr->beams.push_back(g);
+    }
+    P.beams = pr->beams.data();
+    P.nbeams = int32_t(pr->beams.size());
+    pr->amp = d["amp"].cast<F32>();
+    pr->sigma = d["sigma"].cast<F32>();
+    if (pr->amp.ndim() != 2 || pr->sigma.ndim() != 2 || pr->amp.shape(0) != pr->sigma.shape(0) ||
+        pr->amp.shape(1) != pr->sigma.shape(1) || pr->amp.shape(1) < 1 || pr->amp.shape(1) > airtp::kMaxComponents ||
+        pr->amp.shape(0) < 2)
+        throw std::invalid_argument("amp and sigma must be equal (n_depth >= 2, 1..4 components) arrays");
+    for (py::ssize_t k = 0; k < pr->sigma.size(); ++k)
+        if (!(pr->sigma.data()[k] > 0)) throw std::invalid_argument("kernel sigmas must be positive");
+    P.kernel.n_depth = int32_t(pr->amp.shape(0));
+    P.kernel.n_comp = int32_t(pr->amp.shape(1));
+    P.kernel.amp = pr->amp.data();
+    P.kernel.sigma = pr->sigma.data();
+    P.kernel.depth_step = d["depth_step"].cast<double>();
+    P.kernel.cutoff_mm = d["cutoff_mm"].cast<double>();
+    if (!(P.kernel.depth_step > 0) || !(P.kernel.cutoff_mm > 0))
+        throw std::invalid_argument("depth_step and cutoff_mm must be positive");
+    return pr;
+}
+
+py::array_t<float> pencil_depths(const py::dict& problem, bool use_cuda) {
+    auto pr = make_problem(problem);
+    py::array_t<float> out({py::ssize_t(pr->P.nbeams), py::ssize_t(pr->P.nvox)});
+    {
+        py::gil_scoped_release release;
+#ifdef AIRTP_WITH_CUDA
+        if (use_cuda) airtp::beam_depths_cuda(pr->P, out.mutable_data());
+        else
+#endif
+            airtp::beam_depths(pr->P, out.mutable_data());
+    }
+    (void)use_cuda;
+    return out;
+}
+
+// (colptr int64, rows int32, vals float32) of the CSC dose-influence matrix.
+py::tuple pencil_influence(const py::dict& problem, bool use_cuda) {
+    auto pr = make_problem(problem);
+    const airtp::InfluenceProblem& P = pr->P;
+    py::array_t<int64_t> colptr(P.ncols + 1);
+    py::array_t<int32_t> rows;
+    py::array_t<float> vals;
+#ifdef AIRTP_WITH_CUDA
+    if (use_cuda) {
+        int64_t nnz = 0;
+        py::gil_scoped_release release;
+        airtp::influence_cuda(P, colptr.mutable_data(), [&](int64_t n, int32_t** r, float** v) {
+            py::gil_scoped_acquire acquire;
+            nnz = n;
+            rows = py::array_t<int32_t>(n);
+            vals = py::array_t<float>(n);
+            *r = rows.mutable_data();
+            *v = vals.mutable_data();
+        });
+        (void)nnz;
+    } else
+#endif
+    {
+        std::vector<float> depth(size_t(P.nbeams) * P.nvox);
+        airtp::CscPlan plan;
+        {
+            py::gil_scoped_release release;
+            plan = airtp::influence_count(P, depth.data());  // also fills depth
+        }
+        const int64_t nnz = plan.colptr[P.ncols];
+        rows = py::array_t<int32_t>(nnz);
+        vals = py::array_t<float>(nnz);
+        std::copy(plan.colptr.begin(), plan.colptr.end(), colptr.mutable_data());
+        {
+            int32_t* r = rows.mutable_data();
+            float* v = vals.mutable_data();
+            py::gil_scoped_release release;
+            airtp::influence_fill(P, depth.data(), plan, r, v);
+        }
+    }
+    (void)use_cuda;
+    return py::make_tuple(colptr, rows, vals);
+}
+
+py::array_t<float> pencil_fluence_dose(const py::dict& problem, const F32& weights, bool use_cuda) {
+    auto pr = make_problem(problem);
+    const airtp::InfluenceProblem& P = pr->P;
+    if (weights.ndim() != 1 || weights.size() != P.ncols) throw std::invalid_argument("weights must have ncols entries");
+    py::array_t<float> out(P.nvox);
+    {
+        py::gil_scoped_release release;
+#ifdef AIRTP_WITH_CUDA
+        if (use_cuda) airtp::fluence_dose_cuda(P, weights.data(), out.mutable_data());
+        else
+#endif
+        {
+            std::vector<float> depth(size_t(P.nbeams) * P.nvox);
+            airtp::beam_depths(P, depth.data());
+            airtp::fluence_dose(P, depth.data(), weights.data(), out.mutable_data());
+        }
+    }
+    (void)use_cuda;
+    return out;
+}
+
+py::array_t<double> radiological_path(const F32& density, const std::array<double, 3>& origin,
+                                      const std::array<double, 3>& spacing, const std::array<double, 3>& source,
+                                      const F64& points) {
+    const Dims d = dims_of(density);
+    const airtp::VoxelGrid g = voxel_grid({d.nz, d.ny, d.nx}, origin, spacing);
+    if (points.ndim() != 2 || points.shape(1) != 3) throw std::invalid_argument("points must be (n, 3)");
+    py::array_t<double> out(points.shape(0));
+    {
+        py::gil_scoped_release release;
+        airtp::radiological_path(density.data(), g, source.data(), points.data(), points.shape(0), out.mutable_data());
+    }
+    return out;
+}
+
+airtp::CscView csc_view(const PbI64& colptr, const I32& rows, const F32& vals, int64_t nrows) {
+    if (colptr.ndim() != 1 || colptr.size() < 1) throw std::invalid_argument("colptr must be 1D, length ncols + 1");
+    const int64_t nc = colptr.size() - 1;
+    const int64_t* cp = colptr.data();
+    if (cp[0] != 0 || cp[nc] != rows.size() || rows.size() != vals.size())
+        throw std::invalid_argument("colptr, rows and vals do not agree");
+    return {nrows, nc, cp, rows.data(), vals.data()};
+}
+
+py::array_t<float> csc_matvec(const PbI64& colptr, const I32& rows, const F32& vals, int64_t nrows, const F32& x,
+                              bool use_cuda) {
+    const airtp::CscView D = csc_view(colptr, rows, vals, nrows);
+    if (x.size() != D.ncols) throw std::invalid_argument("x must have ncols entries");
+    py::array_t<float> y(nrows);
+    {
+        py::gil_scoped_release release;
+#ifdef AIRTP_WITH_CUDA
+        if (use_cuda) airtp::csc_matvec_cuda(D, x.data(), y.mutable_data());
+        else
+#endif
+            airtp::csc_matvec(D, x.data(), y.mutable_data());
+    }
+    (void)use_cuda;
+    return y;
+}
+
+py::array_t<float> csc_rmatvec(const PbI64& colptr, const I32& rows, const F32& vals, int64_t nrows, const F32& g,
+                               bool use_cuda) {
+    const airtp::CscView D = csc_view(colptr, rows, vals, nrows);
+    if (g.size() != nrows) throw std::invalid_argument("g must have nrows entries");
+    py::array_t<float> out(D.ncols);
+    {
+        py::gil_scoped_release release;
+#ifdef AIRTP_WITH_CUDA
+        if (use_cuda) airtp::csc_rmatvec_cuda(D, g.data(), out.mutable_data());
+        else
+#endif
+            airtp::csc_rmatvec(D, g.data(), out.mutable_data());
+    }
+    (void)use_cuda;
+    return out;
+}
+
+// ---- end dose engine --------------------------------------------------------
+
 int cuda_device_count() {
 #ifdef AIRTP_WITH_CUDA
     return airtp::cuda_device_count();
@@ -103,4 +471,19 @@ PYBIND11_MODULE(_core, m) {
           "Expand (mm > 0) or contract (mm < 0) a mask by a 3D Euclidean margin.");
     m.def("asymmetric_expand", &asymmetric_expand, py::arg("mask"), py::arg("spacing"), py::arg("radii"),
           "Expand by six radii (x-, x+, y-, y+, z-, z+) in mm.");
+    // dvh
+    def_dvh(m);
+    // dose engine
+    m.def("pencil_depths", &pencil_depths, py::arg("problem"), py::arg("use_cuda") = false,
+          "Radiological depth (mm) of each listed voxel in each beam (nbeams, nvox); NaN out of reach.");
+    m.def("pencil_influence", &pencil_influence, py::arg("problem"), py::arg("use_cuda") = false,
+          "CSC dose-influence arrays (colptr int64, rows int32, vals float32).");
+    m.def("pencil_fluence_dose", &pencil_fluence_dose, py::arg("problem"), py::arg("weights"),
+          py::arg("use_cuda") = false, "Dose of beamlet weights at the listed voxels, without the matrix.");
+    m.def("radiological_path", &radiological_path, py::arg("density"), py::arg("origin"), py::arg("spacing"),
+          py::arg("source"), py::arg("points"), "Siddon radiological path (mm) from source to each point.");
+    m.def("csc_matvec", &csc_matvec, py::arg("colptr"), py::arg("rows"), py::arg("vals"), py::arg("nrows"),
+          py::arg("x"), py::arg("use_cuda") = false, "D x for a float32 CSC matrix.");
+    m.def("csc_rmatvec", &csc_rmatvec, py::arg("colptr"), py::arg("rows"), py::arg("vals"), py::arg("nrows"),
+          py::arg("g"), py::arg("use_cuda") = false, "D^T g for a float32 CSC matrix.");
 }
