@@ -71,6 +71,41 @@ def cmd_structures(args) -> int:
     return 0
 
 
+def _plan_settings(args):
+    from airtp.objectives import ObjectiveSet
+    from airtp.planning import PlanSettings
+
+    settings = PlanSettings(technique=args.technique, iterations=args.iterations, scorecard=args.scorecard,
+                            dose_grid_mm=args.dose_grid, rules=tuple(r for r in args.rules.split(",") if r),
+                            optimizer_options={"max_iterations": args.optimizer_iterations})
+    if getattr(args, "objectives", None):
+        settings.objectives = ObjectiveSet.load(args.objectives)
+    return settings
+
+
+def _plan_and_write(case: Case, args) -> int:
+    from airtp.planning import Progress, plan_case
+    from airtp.planning.outputs import summary, write_plan
+
+    progress = Progress(quiet=args.quiet)
+    result = plan_case(case, _plan_settings(args), progress)
+    out = write_plan(result, args.out)
+    s = summary(result)
+    if not args.quiet:
+        print(result.final.report.table() if result.final.report is not None else "")
+    traj = " -> ".join(f"{v:.2f}" for v in s["score_trajectory"])
+    print(f"\nscore {s['score_initial']:.2f} (initial) -> {s['score_final']:.2f} (final); trajectory {traj}")
+    for name, m in s["targets"].items():
+        print(f"{name}: D95 {m['D95_gy']:.2f} Gy, D5/D95 {m['d5_over_d95']:.3f}, Dmax/D95 {m['dmax_over_d95']:.3f}")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_plan(args) -> int:
+    case = _load_case(args)
+    return _plan_and_write(case, args)
+
+
 def cmd_demo(args) -> int:
     from airtp import phantoms
     from airtp.structures.recipes import add_helpers
@@ -85,8 +120,21 @@ def cmd_demo(args) -> int:
     print(_format_structure_table(case))
     out = Path(args.out)
     path = case.save(out / "case.npz")
-    print(f"\nwrote {path}")
-    return 0
+    print(f"\nwrote {path}\n")
+    args.out = out / "plan"
+    return _plan_and_write(case, args)
+
+
+def _add_plan_options(p, technique_default="imrt9") -> None:
+    p.add_argument("--technique", default=technique_default, choices=["imrt9", "imrt15", "imrt7", "vmat"])
+    p.add_argument("--iterations", type=int, default=5, help="refinement iterations of Algorithm 1 (default 5)")
+    p.add_argument("--scorecard", help="scorecard name or JSON path (default: the site's)")
+    p.add_argument("--dose-grid", type=float, default=4.0, metavar="MM", help="dose grid spacing in mm (default 4)")
+    p.add_argument("--rules", default="dose2obj,scorecard2dose",
+                   help="objective-rule plugins of each iteration, comma-separated (default: dose2obj,scorecard2dose)")
+    p.add_argument("--optimizer-iterations", type=int, default=150, metavar="N",
+                   help="fluence-optimiser iterations per plan (default 150)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,9 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site", choices=["hn", "lung", "generic"], help="site replacing the file's")
     p.set_defaults(func=cmd_structures)
 
-    p = sub.add_parser("demo", help="the embedded default: a synthetic head-and-neck patient with its helpers")
+    p = sub.add_parser("plan", help="plan a case: helpers, beams, dose, Algorithm 1, outputs")
+    p.add_argument("case", help="case file (.npz)")
+    _add_plan_options(p)
+    p.add_argument("--objectives", metavar="FILE", help="initial objectives (JSON) replacing the site's defaults")
+    p.add_argument("--prescription", action="append", metavar="NAME:GY[:FX]",
+                   help="prescription replacing the file's (repeatable)")
+    p.add_argument("--site", choices=["hn", "lung", "generic"], help="site replacing the file's")
+    p.add_argument("--out", required=True, help="plan folder to write")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("demo", help="the embedded default: a synthetic head-and-neck patient planned end to end")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="airtp-demo", help="folder for the outputs (default: airtp-demo)")
+    _add_plan_options(p)
     p.set_defaults(func=cmd_demo)
 
     for module in _COMMAND_MODULES:

@@ -228,6 +228,32 @@ class DoseInfluence:
             raise DoseError(f"g must have {self.matrix.shape[0]} entries, got shape {g.shape}")
         return _core.csc_rmatvec(*self._parts(), self.matrix.shape[0], g, _use_cuda(backend, 0))
 
+    def split_tail(self, rel_threshold: float = 0.003) -> tuple["DoseInfluence", "DoseInfluence"]:
+        """(core, tail): the matrix split by value, ``core + tail`` being exactly this one.
+
+        The tail holds the entries below ``rel_threshold`` of their column's
+        maximum: the broad scatter tail of each beamlet, most of the nonzeros
+        but a small, smooth share of the dose. Optimisers iterate on the core
+        with the tail dose held fixed and refreshed now and then.
+        """
+        if rel_threshold < 0:
+            raise DoseError(f"tail threshold must be >= 0, got {rel_threshold}")
+        m = self.matrix
+        counts = np.diff(m.indptr)
+        colmax = np.zeros(m.shape[1], np.float32)
+        nonempty = counts > 0
+        colmax[nonempty] = np.maximum.reduceat(m.data, m.indptr[:-1][nonempty])
+        small = m.data < np.repeat(colmax * np.float32(rel_threshold), counts)
+        parts = []
+        for keep in (~small, small):
+            per_col = np.zeros(m.shape[1], np.int64)
+            per_col[nonempty] = np.add.reduceat(keep.astype(np.int64), m.indptr[:-1][nonempty])
+            indptr = np.concatenate([[0], np.cumsum(per_col)])
+            mat = sp.csc_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
+            parts.append(DoseInfluence(mat, self.grid, self.voxels, self.beamlets, self.beams, self.beamlet_grids,
+                                       self.structures, self.model, self.backend, dict(self.timings)))
+        return parts[0], parts[1]
+
     def to_grid(self, values) -> np.ndarray:
         """Values at the body voxels as a (z, y, x) float32 array on the dose grid (0 elsewhere)."""
         out = np.zeros(self.grid.size, np.float32)

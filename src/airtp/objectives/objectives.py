@@ -61,6 +61,10 @@ def _dose_at_volume(dose: np.ndarray, volume_pct: float) -> float:
     n = dose.size
     k = int(np.ceil(volume_pct / 100.0 * n))
     k = min(max(k, 1), n)
+    if k == 1:  # maximum and minimum doses need no partial sort
+        return float(dose.max())
+    if k == n:
+        return float(dose.min())
     return float(np.partition(dose, n - k)[n - k])
 
 

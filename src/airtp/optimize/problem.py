@@ -64,20 +64,35 @@ class PlanningProblem:
         found = self.structures.find(name) or name
         return any(found == p.structure for p in self.prescriptions) or found.upper().startswith(TARGET_PREFIXES)
 
+    def _mask_rows(self, found: str) -> np.ndarray:
+        flat = self.structures[found].ravel()
+        return np.flatnonzero(flat[self.influence.voxels]).astype(np.int64)
+
     def rows(self, name: str) -> np.ndarray | None:
-        """Matrix rows (body voxels) of structure `name` on the dose grid; None when absent."""
+        """Matrix rows (body voxels) of structure `name` on the dose grid; None when absent.
+
+        Overlap priority, as in matRad and pyRadPlan: a voxel of a prescribed
+        target counts for the target only, so the rows of any other
+        structure (organs, rings) leave out the targets' voxels, and organ
+        objectives never fight target coverage voxel by voxel. Target helpers
+        (PTV*, CTV*, ...) keep all their voxels.
+        """
         found = self.structures.find(name)
         if found is None:
             return None
         if found not in self._rows:
-            flat = self.structures[found].ravel()
-            self._rows[found] = np.flatnonzero(flat[self.influence.voxels]).astype(np.int64)
+            rows = self._mask_rows(found)
+            if not self.is_target(found):
+                rows = np.setdiff1d(rows, self.target_rows(), assume_unique=True)
+            self._rows[found] = rows
         return self._rows[found]
 
     def target_rows(self) -> np.ndarray:
         """Rows of the union of the prescribed targets."""
-        rows = [self.rows(p.structure) for p in self.prescriptions]
-        return np.unique(np.concatenate([r for r in rows if r is not None] or [np.zeros(0, np.int64)]))
+        if "__targets__" not in self._rows:
+            rows = [self._mask_rows(f) for f in (self.structures.find(p.structure) for p in self.prescriptions) if f]
+            self._rows["__targets__"] = np.unique(np.concatenate(rows or [np.zeros(0, np.int64)]))
+        return self._rows["__targets__"]
 
     def target_distance_mm(self) -> np.ndarray:
         """Distance (mm) of every row's voxel from the nearest target voxel (0 inside targets)."""

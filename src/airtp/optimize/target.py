@@ -42,7 +42,9 @@ class OptimizationResult:
     normalization_factor : float
         Factor applied to the optimised weights by the plan normalisation.
     timings : dict
-        Seconds per stage; ``history_s`` holds the time of each history entry.
+        Seconds per stage; ``history_s`` holds the time of each history entry
+        and ``round_starts`` the history index where each restart began (the
+        built-in target restarts when it refreshes the scatter-tail dose).
     skipped_objectives : list of (str, str)
         Objectives not used, with the reason.
     target : str

@@ -1,0 +1,122 @@
+"""Writing a planned case to its folder.
+
+DIR holds ``summary.json``, ``plan.json`` (beams, arcs, objectives of every
+iteration, recipe report), ``fluences.npz`` (per beam, the final fluence on
+its beamlet grid), ``dose.npy`` (Gy, case grid), ``scorecard.txt`` and
+``scorecard.json`` (initial and final reports), and ``report.html`` with its
+PNG figures. Everything is written into a temporary folder beside DIR and
+renamed into place at the end, so a crash never leaves a plan that looks
+complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from airtp import __version__
+from airtp.evaluation.dvh import compute_dvhs
+from airtp.planning.pipeline import PlanResult
+from airtp.planning.rules import is_target_name
+
+__all__ = ["summary", "write_plan"]
+
+
+def _target_metrics(result: PlanResult, dose: np.ndarray) -> dict:
+    case = result.case
+    names = [p.structure for p in case.prescriptions_by_dose()]
+    dvhs = compute_dvhs(dose, {n: case.structures[n] for n in names}, grid=case.grid)
+    out = {}
+    for p in case.prescriptions_by_dose():
+        d = dvhs[p.structure]
+        d95, d5, dmax = float(d.dose_at_percent(95)), float(d.dose_at_percent(5)), float(d.max_gy)
+        out[p.structure] = {"prescription_gy": p.dose_gy, "D95_gy": d95, "D5_gy": d5, "Dmax_gy": dmax,
+                            "d5_over_d95": d5 / d95 if d95 > 0 else None,
+                            "dmax_over_d95": dmax / d95 if d95 > 0 else None}
+    return out
+
+
+def summary(result: PlanResult) -> dict:
+    """The plan's summary: scores, trajectory, target metrics, timings, software version."""
+    case, final = result.case, result.final
+    return {
+        "case": case.patient_id,
+        "site": case.site,
+        "technique": result.settings.technique,
+        "template": result.setup.template,
+        "n_beams": len(result.setup.beams),
+        "score_initial": result.initial.score,
+        "score_final": final.score,
+        "score_max": final.report.max_total if final.report is not None else None,
+        "score_trajectory": result.score_trajectory,
+        "best_iteration": result.best,
+        "targets": _target_metrics(result, final.dose),
+        "timings_s": {**result.timings, "iterations": [it.seconds for it in result.iterations]},
+        "optimizer": final.result.target,
+        "warnings": result.warnings,
+        "software": {"airtp": __version__},
+    }
+
+
+def _plan_json(result: PlanResult) -> dict:
+    return {
+        "case": result.case.patient_id,
+        "prescriptions": [p.to_dict() for p in result.case.prescriptions],
+        "beams": result.setup.to_dict(),
+        "recipe": [vars(e) for e in result.recipe.report] if result.recipe else [],
+        "iterations": [
+            {"score": it.score, "objectives": json.loads(it.objectives.to_json())["objectives"],
+             "optimizer_iterations": it.result.iterations, "normalization_factor": it.result.normalization_factor,
+             "skipped_objectives": it.result.skipped_objectives}
+            for it in result.iterations
+        ],
+        "best_iteration": result.best,
+    }
+
+
+def _write_files(result: PlanResult, folder: Path) -> None:
+    from airtp.report import write_report
+
+    final, initial = result.final, result.initial
+    (folder / "summary.json").write_text(json.dumps(summary(result), indent=2))
+    (folder / "plan.json").write_text(json.dumps(_plan_json(result), indent=2))
+    np.save(folder / "dose.npy", final.dose.astype(np.float32))
+    np.savez_compressed(folder / "fluences.npz", **{b.name: f for b, f in zip(result.setup.beams, final.result.fluences)})
+    if final.report is not None:
+        (folder / "scorecard.txt").write_text(
+            "Initial plan\n" + initial.report.table() + "\n\nFinal plan\n" + final.report.table() + "\n")
+        (folder / "scorecard.json").write_text(json.dumps(
+            {"initial": initial.report.to_dict(), "final": final.report.to_dict()}, indent=2))
+    shown = [n for n in result.case.structures if n != "Body" and (is_target_name(n) or "-" not in n)]
+    dvhs = compute_dvhs(final.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
+    ref = compute_dvhs(initial.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
+    write_report(folder, case=result.case, dose=final.dose, dvhs=dvhs, reference_dvhs=ref,
+                 score_initial=initial.report, score_final=final.report, summary=summary(result))
+
+
+def write_plan(result: PlanResult, out_dir) -> Path:
+    """Write the plan folder atomically (see the module doc); returns its path."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _write_files(result, tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out)
+        os.chmod(out, 0o755)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

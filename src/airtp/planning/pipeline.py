@@ -1,0 +1,239 @@
+"""The AIRTP pipeline: one case to a refined plan (paper section 2.2 and Algorithm 1).
+
+helpers (recipe) -> beams (template) -> dose-influence matrix -> initial
+objectives -> optimise -> score; then, up to ``iterations`` times: PTV and
+ring objectives from the prescriptions, each objective rule on the current
+plan's DVHs and scorecard, optimise (warm start) and score. It stops early
+when the score has not improved by ``min_gain`` for ``patience`` iterations,
+and keeps the best-scoring plan.
+
+Doses are optimised on the dose grid and scored on the case (CT) grid after
+trilinear resampling, so every score is of the dose that ``dose.npy`` holds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from airtp import plugins
+from airtp.case import Case
+from airtp.dose.engine import dose_influence
+from airtp.errors import AirtpError, BeamError
+from airtp.evaluation.dvh import compute_dvhs
+from airtp.evaluation.scorecard import ScoreReport, get_scorecard, score_plan
+from airtp.grid import resample
+from airtp.objectives import ObjectiveSet
+from airtp.optimize import OptimizationResult, PlanningProblem, get_optimizer
+from airtp.planning.initial import initial_objectives
+from airtp.planning.rules import RuleContext, prescription_objectives
+from airtp.structures.recipes import RecipeResult, add_helpers
+
+__all__ = ["PlanSettings", "PlanResult", "plan_case", "DEFAULT_SCORECARD", "Progress"]
+
+DEFAULT_SCORECARD = {"hn": "hn", "lung": "lung"}
+
+
+@dataclass
+class PlanSettings:
+    """How to plan a case.
+
+    Attributes
+    ----------
+    technique : str
+        ``imrt9``, ``imrt15``, ``imrt7`` or ``vmat`` (what the site's template offers).
+    iterations : int
+        Refinement iterations of Algorithm 1 after the initial plan (0: initial plan only).
+    scorecard : str or None
+        Scorecard name or path; default: the site's (``hn``, ``lung``).
+    objectives : ObjectiveSet or None
+        Initial objectives replacing the site's defaults (``--objectives FILE``).
+    dose_grid_mm : float or None
+        Dose-grid spacing for the optimisation (None: the CT grid).
+    optimizer : str
+        Optimizer target plugin name; ``optimizer_options`` go to its constructor.
+    rules : tuple of str
+        Objective-rule plugins applied in each iteration, in order.
+    patience, min_gain : int, float
+        Stop when the score has not gained ``min_gain`` over the best for
+        ``patience`` consecutive iterations.
+    """
+
+    technique: str = "imrt9"
+    iterations: int = 5
+    scorecard: str | None = None
+    objectives: ObjectiveSet | None = None
+    dose_grid_mm: float | None = 4.0
+    optimizer: str = "builtin"
+    optimizer_options: dict = field(default_factory=lambda: {"max_iterations": 150})
+    rules: tuple = ("dose2obj", "scorecard2dose")
+    patience: int = 2
+    min_gain: float = 0.1
+
+
+@dataclass
+class Iteration:
+    """One optimisation of the pipeline and its evaluation."""
+
+    objectives: ObjectiveSet
+    result: OptimizationResult
+    dose: np.ndarray  # Gy on the case grid
+    report: ScoreReport | None
+    seconds: float
+
+    @property
+    def score(self) -> float:
+        return self.report.total if self.report is not None else float("nan")
+
+
+@dataclass
+class PlanResult:
+    """A planned case: beams, the iterations, the best one, the recipe report and timings."""
+
+    case: Case
+    settings: PlanSettings
+    setup: object  # BeamSetup
+    recipe: RecipeResult | None
+    iterations: list[Iteration]
+    best: int
+    timings: dict
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def final(self) -> Iteration:
+        return self.iterations[self.best]
+
+    @property
+    def initial(self) -> Iteration:
+        return self.iterations[0]
+
+    @property
+    def score_trajectory(self) -> list[float]:
+        return [it.score for it in self.iterations]
+
+
+class Progress:
+    """Stage lines on stderr (``quiet`` silences them)."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[airtp {time.perf_counter() - self.t0:6.1f} s] {message}", file=self.stream, flush=True)
+
+
+def _template(case: Case, technique: str):
+    try:
+        template = plugins.load("airtp.beam_templates", case.site)
+    except plugins.PluginError as exc:
+        raise BeamError(f"case '{case.patient_id}': no beam template for site '{case.site}' ({exc})") from None
+    return template(case, technique)
+
+
+def _rules(names) -> list:
+    out = []
+    for name in names:
+        cls = plugins.load("airtp.objective_rules", name)
+        out.append(cls())
+    return out
+
+
+def _check_inputs(case: Case, settings: PlanSettings):
+    """Everything that can be refused before any computation."""
+    case.check_prescriptions()
+    if settings.iterations < 0:
+        raise AirtpError(f"iterations must be >= 0, got {settings.iterations}")
+    name = settings.scorecard or DEFAULT_SCORECARD.get(case.site)
+    scorecard = get_scorecard(name) if name else None
+    setup = _template(case, settings.technique)
+    rules = _rules(settings.rules)
+    optimizer = get_optimizer(settings.optimizer, **settings.optimizer_options)
+    return scorecard, setup, rules, optimizer
+
+
+def _normalization(case: Case, dose: np.ndarray, volume_pct: float = 95.0) -> float:
+    rx = max(case.prescriptions, key=lambda p: p.dose_gy)
+    dvh = compute_dvhs(dose, {rx.structure: case.structures[rx.structure]}, grid=case.grid)[rx.structure]
+    d = float(dvh.dose_at_percent(volume_pct))
+    if not np.isfinite(d) or d <= 0:
+        raise AirtpError(f"case '{case.patient_id}': target '{rx.structure}' receives no dose")
+    return rx.dose_gy / d
+
+
+def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progress | None = None) -> PlanResult:
+    """Plan `case` with `settings` (see the module doc); the case gains its helper structures."""
+    settings = settings or PlanSettings()
+    progress = progress or Progress(quiet=True)
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    t = time.perf_counter()
+    scorecard, setup, rules, optimizer = _check_inputs(case, settings)
+
+    recipe = None
+    if case.site in ("hn", "lung"):
+        recipe = add_helpers(case)
+        made = sum(e.status == "made" for e in recipe.report)
+        progress(f"helper structures: {made} made, {len(recipe.skipped)} skipped")
+    timings["structures_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    influence = dose_influence(case, setup.beams, dose_grid_mm=settings.dose_grid_mm)
+    problem = PlanningProblem(influence, case.prescriptions, case.patient_id)
+    timings["dose_influence_s"] = time.perf_counter() - t
+    progress(f"dose influence: {len(setup.beams)} beams, {influence.n_beamlets} beamlets, "
+             f"{influence.nnz / 1e6:.1f} M nonzeros ({timings['dose_influence_s']:.1f} s)")
+
+    def evaluate(objectives: ObjectiveSet, start=None) -> Iteration:
+        t0 = time.perf_counter()
+        result = optimizer.optimize(problem, objectives, start=start)
+        dose = resample(result.dose, influence.grid, case.grid)
+        # Plan normalisation on the dose that is scored and saved: the highest
+        # target's D95 on the case grid equals its prescription.
+        f = _normalization(case, dose)
+        dose *= np.float32(f)
+        result.weights = result.weights * np.float32(f)
+        result.normalization_factor *= f
+        result.fluences = [m * np.float32(f) for m in result.fluences]
+        report = score_plan(case, dose, scorecard) if scorecard is not None else None
+        return Iteration(objectives, result, dose, report, time.perf_counter() - t0)
+
+    t = time.perf_counter()
+    objectives = settings.objectives or initial_objectives(case, scorecard)
+    iterations = [evaluate(objectives)]
+    progress(f"initial plan: score {iterations[0].score:.2f} ({iterations[0].seconds:.1f} s)")
+    best, stale = 0, 0
+    for n in range(1, settings.iterations + 1):
+        if scorecard is None:
+            warnings.append("no scorecard for this site: no refinement")
+            break
+        current = iterations[-1]
+        dvhs = compute_dvhs(current.dose, case.structures, grid=case.grid)
+        ctx = RuleContext(case, scorecard, dvhs, current.report, iteration=n)
+        buffer = ObjectiveSet(prescription_objectives(case))
+        for rule in rules:
+            try:
+                buffer.objectives.extend(rule.objectives(ctx))
+            except Exception as exc:  # noqa: BLE001 - a broken plugin is reported, never fatal
+                msg = f"objective rule '{getattr(rule, 'name', type(rule).__name__)}' failed in iteration {n}: " \
+                      f"{type(exc).__name__}: {exc}"
+                warnings.append(msg)
+                progress(msg)
+        start = current.result.weights / max(current.result.normalization_factor, 1e-12)
+        it = evaluate(buffer, start=start if start.size else None)
+        iterations.append(it)
+        gain = it.score - iterations[best].score
+        progress(f"iteration {n}: score {it.score:.2f} ({gain:+.2f} on the best; {it.seconds:.1f} s)")
+        if it.score > iterations[best].score:
+            best = len(iterations) - 1
+        stale = 0 if gain >= settings.min_gain else stale + 1
+        if stale >= settings.patience:
+            progress(f"stopping: no gain of {settings.min_gain} for {settings.patience} iterations")
+            break
+    timings["optimization_s"] = time.perf_counter() - t
+    return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings)

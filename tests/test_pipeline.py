@@ -1,0 +1,189 @@
+"""The planning pipeline: templates, rules, Algorithm 1, outputs, plugins, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from airtp import Prescription, phantoms
+from airtp.beams.templates import Arc, head_neck, lung, lung_side
+from airtp.errors import AirtpError, BeamError, PrescriptionError
+from airtp.evaluation.dvh import compute_dvhs
+from airtp.objectives import MeanObjective, NormalTissueObjective, PointObjective
+from airtp.planning import PlanSettings, plan_case
+from airtp.planning.initial import LUNG_TABLE_4, lung_initial
+from airtp.planning.outputs import write_plan
+from airtp.planning.rules import dose2obj, prescription_objectives, scorecard2dose
+from airtp.structures.recipes import add_helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+COARSE = (6.0, 5.0, 5.0)  # mm: small grids keep the suite fast
+FAST = dict(dose_grid_mm=8.0, optimizer_options={"max_iterations": 40})
+
+
+def test_dose2obj_follows_figure_3():
+    assert dose2obj("Mandible-PTV", 50.0, 10) == (47.5, 120)  # -PTV above 20 Gy: max(0.95 v, v - 3)
+    assert dose2obj("Mandible-PTV", 30.0, 10) == (28.5, 120)
+    assert dose2obj("RingPTVHigh", 70.0, 1) == (69.0, 80)  # above 63 Gy: v - 1
+    assert dose2obj("Parotid_L", 15.0, 30) == (14.25, 80)  # below 20 Gy at small volume
+    assert dose2obj("Parotid_L", 15.0, 60) == (14.25, 120)  # below 20 Gy, large volume, above 10 Gy
+    assert dose2obj("Brain", 5.0, 80) == (4.75, 80)  # below 10 Gy
+    assert dose2obj("Brain", 45.0, 80) == (43.0, 120)  # otherwise: max(0.95 v, v - 2)
+
+
+def test_scorecard2dose_follows_figure_4():
+    pts = [(20.0, 5.0), (40.0, 1.0)]  # slope -0.2 / Gy
+    value, priority = scorecard2dose(30.0, pts)
+    assert value == pytest.approx(25.5)  # max(0.85 * 30, 30 - 7)
+    score = 3.0
+    assert priority == pytest.approx(60 + 0.2 * 20 / (1 + np.exp(score / 3)), rel=1e-4)
+    value, _ = scorecard2dose(100.0, pts)  # clamped to the last point
+    assert value == pytest.approx(40 * 0.85)
+
+
+def test_lung_initial_objectives_are_table_4():
+    case = phantoms.lung("left", seed=0, spacing_mm=COARSE)
+    objs = lung_initial(case)
+    assert len(objs) == len(LUNG_TABLE_4) == 15
+    first = objs.objectives[0]
+    assert isinstance(first, PointObjective) and (first.structure, first.operator, first.dose_gy, first.volume_pct,
+                                                   first.priority) == ("PTV", "lower", 60.0, 100.0, 300.0)
+    means = [o for o in objs if isinstance(o, MeanObjective)]
+    assert {(o.structure, o.dose_gy) for o in means} == {("TotalLung-GTV", 5.0), ("Heart", 5.0), ("Esophagus", 15.0),
+                                                          ("BrachialPlexus", 15.0)}
+
+
+def test_prescription_objectives_per_level():
+    case = phantoms.head_neck(n_ptv=3, seed=1, spacing_mm=COARSE)
+    add_helpers(case)
+    objs = prescription_objectives(case)
+    lows = {o.structure: o.dose_gy for o in objs if isinstance(o, PointObjective) and o.operator == "lower"}
+    assert lows == {"PTVHighOPT": 70.0, "PTVMidOPT": 63.0, "PTVLowOPT": 56.0}
+    rings = {o.structure: o.dose_gy for o in objs if o.structure.startswith("Ring")}
+    assert rings == {"RingPTVHigh": 70.0, "RingPTVMid": 63.0, "RingPTVLow": 56.0}
+    assert any(isinstance(o, NormalTissueObjective) for o in objs)
+
+
+def test_beam_templates():
+    hn = phantoms.head_neck(n_ptv=1, seed=0, spacing_mm=COARSE)
+    assert [b.gantry_deg for b in head_neck(hn, "imrt9").beams] == [i * 40.0 for i in range(9)]
+    assert len(head_neck(hn, "imrt15").beams) == 15
+    vmat = head_neck(hn, "vmat")
+    assert [(a.direction, a.collimator_deg) for a in vmat.arcs] == [("cw", 30.0), ("ccw", 330.0), ("cw", 330.0),
+                                                                    ("ccw", 30.0)]
+    centre = np.argwhere(hn.structures["PTV70"]).mean(axis=0)
+    np.testing.assert_allclose(vmat.isocenter_mm, hn.grid.index_to_mm(centre))
+    for side in ("left", "right", "central"):
+        case = phantoms.lung(side, seed=0, spacing_mm=COARSE)
+        assert lung_side(case) == side
+        setup = lung(case, "imrt7")
+        angles = sorted(b.gantry_deg for b in setup.beams)
+        if side == "left":  # all fields from the patient's left half (gantry 330 .. 150)
+            assert len(angles) == 7 and all(a <= 150 or a >= 330 for a in angles)
+        elif side == "right":
+            assert len(angles) == 7 and all(a >= 210 or a <= 30 for a in angles)
+        else:
+            assert len(angles) == 9
+        assert len(lung(case, "vmat").arcs) == 2
+    with pytest.raises(BeamError, match="imrt15.*lung"):
+        lung(phantoms.lung("left", seed=0, spacing_mm=COARSE), "imrt15")
+    assert Arc(181.0, 179.0, "cw", 30.0).span_deg == pytest.approx(358.0)
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    case = phantoms.head_neck(n_ptv=2, seed=0, spacing_mm=COARSE)
+    result = plan_case(case, PlanSettings(technique="imrt9", iterations=2, **FAST))
+    out = write_plan(result, tmp_path_factory.mktemp("plan") / "hn")
+    return case, result, out
+
+
+def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
+    case, result, _ = planned
+    scores = result.score_trajectory
+    assert 2 <= len(scores) <= 3 and all(np.isfinite(scores))
+    assert result.best == int(np.argmax(scores))
+    assert result.final.score == max(scores)
+    # iterations use the rules' objectives: many more than the initial ones
+    assert len(result.iterations[1].objectives) > len(result.iterations[0].objectives)
+    # the plan is normalised on the case grid: D95 of the highest target = its prescription
+    d = compute_dvhs(result.final.dose, {"PTV70": case.structures["PTV70"]}, grid=case.grid)["PTV70"]
+    assert d.dose_at_percent(95) == pytest.approx(70.0, abs=0.05)
+
+
+def test_plan_folder(planned):
+    case, result, out = planned
+    names = {p.name for p in out.iterdir()}
+    assert {"summary.json", "plan.json", "dose.npy", "fluences.npz", "scorecard.txt", "scorecard.json", "report.html",
+            "dvh.png", "dose_slices.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")] and not list(out.parent.glob(".hn.*"))
+    s = json.loads((out / "summary.json").read_text())
+    for key in ("case", "technique", "score_initial", "score_final", "score_trajectory", "targets", "timings_s",
+                "software"):
+        assert key in s
+    assert s["score_final"] == pytest.approx(max(s["score_trajectory"]))
+    t = s["targets"]["PTV70"]
+    assert t["d5_over_d95"] == pytest.approx(t["D5_gy"] / t["D95_gy"]) and t["dmax_over_d95"] >= t["d5_over_d95"]
+    dose = np.load(out / "dose.npy")
+    assert dose.shape == case.grid.shape and dose.dtype == np.float32
+    plan = json.loads((out / "plan.json").read_text())
+    assert len(plan["iterations"]) == len(s["score_trajectory"]) and len(plan["beams"]["beams"]) == 9
+    assert "Initial plan" in (out / "scorecard.txt").read_text()
+    # rewriting the same folder replaces it whole
+    write_plan(result, out)
+    assert {p.name for p in out.iterdir()} == names
+
+
+def test_bad_input_is_refused_before_computing():
+    case = phantoms.head_neck(n_ptv=1, seed=0, spacing_mm=COARSE)
+    bare = phantoms.head_neck(n_ptv=1, seed=0, spacing_mm=COARSE)
+    bare.prescriptions = []
+    with pytest.raises(PrescriptionError, match="no prescription"):
+        plan_case(bare, PlanSettings(**FAST))
+    case.prescriptions = [Prescription("PTV99", 70, 35)]
+    with pytest.raises(PrescriptionError, match="'PTV99'"):
+        plan_case(case, PlanSettings(**FAST))
+    lung_case = phantoms.lung("left", seed=0, spacing_mm=COARSE)
+    with pytest.raises(BeamError, match="imrt15"):
+        plan_case(lung_case, PlanSettings(technique="imrt15", **FAST))
+    assert "PTV" not in lung_case.structures or "RingPTV" not in lung_case.structures  # nothing was added
+    with pytest.raises(AirtpError, match="no plugin 'nope'"):
+        plan_case(phantoms.head_neck(n_ptv=1, seed=0, spacing_mm=COARSE), PlanSettings(rules=("nope",), **FAST))
+
+
+def _install(dist: Path, target: Path) -> None:
+    pytest.importorskip("setuptools", minversion="70.1")
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target",
+                        str(target), str(dist)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_third_party_rule_plugins_are_used_and_a_broken_one_is_reported(tmp_path):
+    site = tmp_path / "site"
+    _install(ROOT / "plugins" / "airtp-example-rule", site)
+    broken = tmp_path / "broken"
+    (broken / "src" / "airtp_broken_rule").mkdir(parents=True)
+    (broken / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=70.1"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "airtp-broken-rule"\nversion = "0.0.1"\n'
+        '[project.entry-points."airtp.objective_rules"]\nbroken = "airtp_broken_rule:BrokenRule"\n'
+        '[tool.setuptools.packages.find]\nwhere = ["src"]\n')
+    (broken / "src" / "airtp_broken_rule" / "__init__.py").write_text(
+        "class BrokenRule:\n    name = 'broken'\n    def objectives(self, ctx):\n        raise RuntimeError('kaput')\n")
+    _install(broken, site)
+    case_path = phantoms.head_neck(n_ptv=1, seed=2, spacing_mm=COARSE).save(tmp_path / "case.npz")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "-m", "airtp", "plan", str(case_path), "--iterations", "1", "--dose-grid", "8",
+                        "--optimizer-iterations", "30", "--rules", "dose2obj,parallel-geud,broken", "--out",
+                        str(tmp_path / "plan")], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "objective rule 'broken' failed in iteration 1: RuntimeError: kaput" in r.stderr
+    plan = json.loads((tmp_path / "plan" / "plan.json").read_text())
+    geud = [o for o in plan["iterations"][1]["objectives"] if o["type"] == "geud"]
+    assert geud and all(o["a"] == 1.0 for o in geud)  # the example rule's objectives reached the optimiser
+    summary = json.loads((tmp_path / "plan" / "summary.json").read_text())
+    assert any("'broken'" in w for w in summary["warnings"])
