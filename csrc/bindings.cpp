@@ -443,6 +443,32 @@ py::array_t<float> csc_rmatvec(const PbI64& colptr, const I32& rows, const F32& 
     return out;
 }
 
+// Core and tail of a CSC matrix split by value (see spmv.h): six arrays.
+py::tuple csc_split(const PbI64& colptr, const I32& rows, const F32& vals, int64_t nrows, float rel) {
+    const airtp::CscView D = csc_view(colptr, rows, vals, nrows);
+    py::array_t<int64_t> core_ptr(D.ncols + 1), tail_ptr(D.ncols + 1);
+    std::vector<int64_t> count(D.ncols);
+    {
+        py::gil_scoped_release release;
+        airtp::csc_split_count(D, rel, count.data());
+    }
+    int64_t* cp = core_ptr.mutable_data();
+    int64_t* tp = tail_ptr.mutable_data();
+    cp[0] = tp[0] = 0;
+    for (int64_t c = 0; c < D.ncols; ++c) {
+        cp[c + 1] = cp[c] + count[c];
+        tp[c + 1] = tp[c] + (D.colptr[c + 1] - D.colptr[c] - count[c]);
+    }
+    py::array_t<int32_t> core_rows(cp[D.ncols]), tail_rows(tp[D.ncols]);
+    py::array_t<float> core_vals(cp[D.ncols]), tail_vals(tp[D.ncols]);
+    {
+        py::gil_scoped_release release;
+        airtp::csc_split_fill(D, rel, cp, core_rows.mutable_data(), core_vals.mutable_data(), tp,
+                              tail_rows.mutable_data(), tail_vals.mutable_data());
+    }
+    return py::make_tuple(core_ptr, core_rows, core_vals, tail_ptr, tail_rows, tail_vals);
+}
+
 // ---- end dose engine --------------------------------------------------------
 
 int cuda_device_count() {
@@ -482,6 +508,8 @@ PYBIND11_MODULE(_core, m) {
           py::arg("use_cuda") = false, "Dose of beamlet weights at the listed voxels, without the matrix.");
     m.def("radiological_path", &radiological_path, py::arg("density"), py::arg("origin"), py::arg("spacing"),
           py::arg("source"), py::arg("points"), "Siddon radiological path (mm) from source to each point.");
+    m.def("csc_split", &csc_split, py::arg("colptr"), py::arg("rows"), py::arg("vals"), py::arg("nrows"),
+          py::arg("rel"), "Split a CSC matrix into entries >= rel * column max (core) and the rest (tail).");
     m.def("csc_matvec", &csc_matvec, py::arg("colptr"), py::arg("rows"), py::arg("vals"), py::arg("nrows"),
           py::arg("x"), py::arg("use_cuda") = false, "D x for a float32 CSC matrix.");
     m.def("csc_rmatvec", &csc_rmatvec, py::arg("colptr"), py::arg("rows"), py::arg("vals"), py::arg("nrows"),

@@ -59,4 +59,40 @@ void csc_matvec(const CscView& D, const float* x, float* y) {
     }
 }
 
+namespace {
+float column_limit(const CscView& D, int64_t c, float rel) {
+    float mx = 0.0f;
+    for (int64_t k = D.colptr[c]; k < D.colptr[c + 1]; ++k) mx = std::max(mx, D.vals[k]);
+    return mx * rel;
+}
+}  // namespace
+
+void csc_split_count(const CscView& D, float rel, int64_t* core_count) {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t c = 0; c < D.ncols; ++c) {
+        const float lim = column_limit(D, c, rel);
+        int64_t n = 0;
+        for (int64_t k = D.colptr[c]; k < D.colptr[c + 1]; ++k) n += D.vals[k] >= lim;
+        core_count[c] = n;
+    }
+}
+
+void csc_split_fill(const CscView& D, float rel, const int64_t* core_colptr, int32_t* core_rows, float* core_vals,
+                    const int64_t* tail_colptr, int32_t* tail_rows, float* tail_vals) {
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t c = 0; c < D.ncols; ++c) {
+        const float lim = column_limit(D, c, rel);
+        int64_t a = core_colptr[c], b = tail_colptr[c];
+        for (int64_t k = D.colptr[c]; k < D.colptr[c + 1]; ++k) {
+            if (D.vals[k] >= lim) {
+                core_rows[a] = D.rows[k];
+                core_vals[a++] = D.vals[k];
+            } else {
+                tail_rows[b] = D.rows[k];
+                tail_vals[b++] = D.vals[k];
+            }
+        }
+    }
+}
+
 }  // namespace airtp

@@ -239,17 +239,12 @@ class DoseInfluence:
         if rel_threshold < 0:
             raise DoseError(f"tail threshold must be >= 0, got {rel_threshold}")
         m = self.matrix
-        counts = np.diff(m.indptr)
-        colmax = np.zeros(m.shape[1], np.float32)
-        nonempty = counts > 0
-        colmax[nonempty] = np.maximum.reduceat(m.data, m.indptr[:-1][nonempty])
-        small = m.data < np.repeat(colmax * np.float32(rel_threshold), counts)
+        cp, cr, cv, tp, tr, tv = _core.csc_split(*self._parts(), m.shape[0], float(rel_threshold))
         parts = []
-        for keep in (~small, small):
-            per_col = np.zeros(m.shape[1], np.int64)
-            per_col[nonempty] = np.add.reduceat(keep.astype(np.int64), m.indptr[:-1][nonempty])
-            indptr = np.concatenate([[0], np.cumsum(per_col)])
-            mat = sp.csc_matrix((m.data[keep], m.indices[keep], indptr), shape=m.shape)
+        for ptr, rows, vals in ((cp, cr, cv), (tp, tr, tv)):
+            if ptr[-1] < 2**31:  # int32 throughout: SciPy would otherwise widen the row indices
+                ptr = ptr.astype(np.int32)
+            mat = sp.csc_matrix((vals, rows, ptr), shape=m.shape)
             parts.append(DoseInfluence(mat, self.grid, self.voxels, self.beamlets, self.beams, self.beamlet_grids,
                                        self.structures, self.model, self.backend, dict(self.timings)))
         return parts[0], parts[1]
