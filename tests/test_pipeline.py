@@ -187,3 +187,14 @@ def test_third_party_rule_plugins_are_used_and_a_broken_one_is_reported(tmp_path
     assert geud and all(o["a"] == 1.0 for o in geud)  # the example rule's objectives reached the optimiser
     summary = json.loads((tmp_path / "plan" / "summary.json").read_text())
     assert any("'broken'" in w for w in summary["warnings"])
+
+
+def test_initial_goal_is_where_an_item_has_lost_a_fifth_of_its_score():
+    from airtp.evaluation.scorecard import ScoreItem, ScorePoint
+    from airtp.planning.initial import _goal
+
+    item = ScoreItem("SpinalCord_05", "DoseAtVolume", 0.03, "cc", "Gy", [ScorePoint(0.0, 3.0), ScorePoint(60.0, 0.0)])
+    assert _goal(item) == pytest.approx(12.0)  # 3 -> 2.4 at 12 Gy on a linear curve
+    flat = ScoreItem("Brain", "DoseAtVolume", 0.03, "cc", "Gy",
+                     [ScorePoint(0.0, 2.0), ScorePoint(50.0, 2.0), ScorePoint(60.0, 0.0)])
+    assert _goal(flat) == pytest.approx(52.0)

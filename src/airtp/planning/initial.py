@@ -10,7 +10,7 @@
   which reports them.
 - Head and neck: RapidPlan, which the paper uses, is proprietary. Instead,
   every scorecard organ item goes through the Figure 4 rule at its goal (the
-  highest output that still earns the item's full score), plus the
+  output where the item has lost 20 % of its score range), plus the
   prescription objectives of :func:`airtp.planning.rules.prescription_objectives`.
 - Other sites: the prescription objectives alone.
 """
@@ -58,10 +58,23 @@ def lung_initial(case: Case) -> ObjectiveSet:
     return out
 
 
+GOAL_FRACTION = 0.8
+
+
 def _goal(item) -> float:
-    """Highest output that still earns the item's full score (organs: lower output is better)."""
-    best = item.max_score
-    return max(p.x for p in item.points if p.score >= best - 1e-9)
+    """The output at which an organ item (lower is better) has lost 20 % of its score range.
+
+    The first output, walking up the score curve, where the score falls to
+    ``min + 0.8 (max - min)``: an ambitious but reachable goal. (The highest
+    output with the full score is often 0 Gy, which no plan reaches.)
+    """
+    pts = sorted((p.x, p.score) for p in item.points)
+    scores = [s for _, s in pts]
+    level = min(scores) + GOAL_FRACTION * (max(scores) - min(scores))
+    for (x1, s1), (x2, s2) in zip(pts[:-1], pts[1:]):
+        if s1 >= level > s2:
+            return x1 + (s1 - level) / (s1 - s2) * (x2 - x1)
+    return pts[-1][0] if scores[-1] >= level else pts[0][0]
 
 
 def head_neck_initial(case: Case, scorecard) -> ObjectiveSet:
