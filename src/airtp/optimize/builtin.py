@@ -31,7 +31,7 @@ from airtp.objectives import NormalTissueObjective, ObjectiveSet
 from airtp.optimize.problem import OptimizationError, PlanningProblem
 from airtp.optimize.target import OptimizationResult
 
-__all__ = ["BuiltinTarget", "smoothing_operators", "normalize_weights", "fluence_maps"]
+__all__ = ["BuiltinTarget", "smoothing_operators", "normalize_weights", "normalization_factor", "fluence_maps"]
 
 SMOOTHING_SCALE = 1e-3
 # Below this many nonzeros the products are cheap enough to iterate on the whole matrix.
@@ -70,18 +70,24 @@ def fluence_maps(problem: PlanningProblem, weights: np.ndarray) -> list[np.ndarr
     return maps
 
 
+def normalization_factor(dose: np.ndarray, target: np.ndarray, grid, rx_gy: float, volume_pct: float = 95.0,
+                         what: str = "target") -> float:
+    """Factor that gives `target` (mask on `grid`) the dose `rx_gy` to `volume_pct` % of its volume."""
+    dvh = compute_dvhs(dose, {what: target}, grid=grid)[what]
+    d = float(dvh.dose_at_percent(volume_pct))
+    if not np.isfinite(d) or d <= 0:
+        raise OptimizationError(f"{what} gets no dose; cannot normalise")
+    return rx_gy / d
+
+
 def normalize_weights(problem: PlanningProblem, weights: np.ndarray, volume_pct: float | None = 95.0) -> float:
     """Factor that gives the highest-dose target its prescription to `volume_pct` % of its volume."""
     if volume_pct is None:
         return 1.0
     rx = problem.highest_target()
     inf = problem.influence
-    dose = inf.dose(weights)
-    dvh = compute_dvhs(dose, {rx.structure: problem.structures[rx.structure]}, grid=inf.grid)[rx.structure]
-    d = float(dvh.dose_at_percent(volume_pct))
-    if not np.isfinite(d) or d <= 0:
-        raise OptimizationError(f"case '{problem.case_id}': target '{rx.structure}' gets no dose; cannot normalise")
-    return rx.dose_gy / d
+    return normalization_factor(inf.dose(weights), problem.structures[rx.structure], inf.grid, rx.dose_gy, volume_pct,
+                                f"case '{problem.case_id}': target '{rx.structure}'")
 
 
 class _Terms:

@@ -28,6 +28,7 @@ from airtp.evaluation.scorecard import ScoreReport, get_scorecard, score_plan
 from airtp.grid import resample
 from airtp.objectives import ObjectiveSet
 from airtp.optimize import OptimizationResult, PlanningProblem, get_optimizer
+from airtp.optimize.builtin import normalization_factor
 from airtp.planning.initial import initial_objectives
 from airtp.planning.rules import RuleContext, prescription_objectives
 from airtp.structures.recipes import RecipeResult, add_helpers
@@ -159,11 +160,8 @@ def _check_inputs(case: Case, settings: PlanSettings):
 
 def _normalization(case: Case, dose: np.ndarray, volume_pct: float = 95.0) -> float:
     rx = max(case.prescriptions, key=lambda p: p.dose_gy)
-    dvh = compute_dvhs(dose, {rx.structure: case.structures[rx.structure]}, grid=case.grid)[rx.structure]
-    d = float(dvh.dose_at_percent(volume_pct))
-    if not np.isfinite(d) or d <= 0:
-        raise AirtpError(f"case '{case.patient_id}': target '{rx.structure}' receives no dose")
-    return rx.dose_gy / d
+    return normalization_factor(dose, case.structures[rx.structure], case.grid, rx.dose_gy, volume_pct,
+                                f"case '{case.patient_id}': target '{rx.structure}'")
 
 
 def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progress | None = None) -> PlanResult:
