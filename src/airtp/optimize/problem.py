@@ -33,6 +33,7 @@ class PlanningProblem:
     influence: DoseInfluence
     prescriptions: list[Prescription]
     case_id: str = ""
+    transition_mm: float = 0.0
     _rows: dict = field(default_factory=dict, init=False, repr=False)
     _target_distance: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -75,7 +76,9 @@ class PlanningProblem:
         target counts for the target only, so the rows of any other
         structure (organs, rings) leave out the targets' voxels, and organ
         objectives never fight target coverage voxel by voxel. Target helpers
-        (PTV*, CTV*, ...) keep all their voxels.
+        (PTV*, CTV*, ...) keep all their voxels. With ``transition_mm`` > 0,
+        organ voxels closer than that to a target are left out as well: the
+        dose fall-off zone that no objective can move without losing coverage.
         """
         found = self.structures.find(name)
         if found is None:
@@ -84,6 +87,8 @@ class PlanningProblem:
             rows = self._mask_rows(found)
             if not self.is_target(found):
                 rows = np.setdiff1d(rows, self.target_rows(), assume_unique=True)
+                if self.transition_mm > 0:
+                    rows = rows[self.target_distance_mm()[rows] > self.transition_mm]
             self._rows[found] = rows
         return self._rows[found]
 

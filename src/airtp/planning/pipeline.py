@@ -61,6 +61,10 @@ class PlanSettings:
     patience, min_gain : int, float
         Stop when the score has not gained ``min_gain`` over the best for
         ``patience`` consecutive iterations.
+    transition_mm : float
+        Organ and ring objectives leave out voxels closer than this to a
+        target: the fall-off zone where pushing organ dose down only costs
+        coverage and homogeneity (see :meth:`PlanningProblem.rows`).
     """
 
     technique: str = "imrt9"
@@ -73,6 +77,7 @@ class PlanSettings:
     rules: tuple = ("dose2obj", "scorecard2dose")
     patience: int = 2
     min_gain: float = 0.1
+    transition_mm: float = 10.0
 
 
 @dataclass
@@ -182,7 +187,7 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
 
     t = time.perf_counter()
     influence = dose_influence(case, setup.beams, dose_grid_mm=settings.dose_grid_mm)
-    problem = PlanningProblem(influence, case.prescriptions, case.patient_id)
+    problem = PlanningProblem(influence, case.prescriptions, case.patient_id, settings.transition_mm)
     timings["dose_influence_s"] = time.perf_counter() - t
     progress(f"dose influence: {len(setup.beams)} beams, {influence.n_beamlets} beamlets, "
              f"{influence.nnz / 1e6:.1f} M nonzeros ({timings['dose_influence_s']:.1f} s)")

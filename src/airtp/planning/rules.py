@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 DVH_VOLUMES_PCT = (1.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0)
+LOWER_LEVEL_MARGIN = 1.03
 
 
 def is_target_name(name: str) -> bool:
@@ -182,7 +183,8 @@ def prescription_objectives(case: Case, priorities=None) -> list:
 
     For each prescription level (High, Mid, Low as in the recipes), on the
     level's OPT structure (the PTV itself when there is none): Lower (Rx,
-    100 %) and Upper (1.05 Rx, 0 %); on its ring: Upper (Rx, 0 %). A normal
+    100 %; 1.03 Rx for the Mid and Low levels, which plan normalisation does
+    not reach) and Upper (1.05 Rx, 0 %); on its ring: Upper (Rx, 0 %). A normal
     tissue objective (Eclipse-like defaults) keeps the dose fall-off steep.
     """
     p = {"target_lower": 200.0, "target_upper": 200.0, "ring": 120.0, "nto": 100.0}
@@ -195,7 +197,9 @@ def prescription_objectives(case: Case, priorities=None) -> list:
         target = next((n for n in (f"PTV{level}OPT", f"PTV{level}", by_dose.get(rx)) if n and n in ss), None)
         if target is None:
             continue
-        out.append(PointObjective(ss.find(target), "lower", rx, 100.0, p["target_lower"]))
+        # lower levels are not normalised: aim a little above their prescription
+        lower = rx if level == "High" else round(LOWER_LEVEL_MARGIN * rx, 2)
+        out.append(PointObjective(ss.find(target), "lower", lower, 100.0, p["target_lower"]))
         out.append(PointObjective(ss.find(target), "upper", round(1.05 * rx, 2), 0.0, p["target_upper"]))
         ring = ss.find(f"RingPTV{level}")
         if ring is not None:
