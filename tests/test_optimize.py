@@ -130,3 +130,13 @@ def test_split_tail_is_exact_and_optimises_as_well(problem):
     assert ds["PTV"].dose_at_percent(95) == pytest.approx(60.0, abs=0.05)
     assert ds["PTV"].dose_at_percent(2) == pytest.approx(dw["PTV"].dose_at_percent(2), abs=1.0)
     assert ds["Cord"].mean_gy == pytest.approx(dw["Cord"].mean_gy, abs=1.5)
+
+
+def test_organ_rows_leave_out_targets_and_the_transition_zone(problem):
+    near = PlanningProblem(problem.influence, problem.prescriptions, "cyl", transition_mm=10.0)
+    dist = problem.target_distance_mm()
+    body_all, body_near = problem.rows("Body"), near.rows("Body")
+    assert not np.isin(problem.target_rows(), body_all).any()  # overlap priority: target voxels are the target's
+    assert np.all(dist[body_near] > 10.0) and np.all(np.isin(body_near, body_all))
+    assert body_near.size < body_all.size
+    np.testing.assert_array_equal(near.rows("PTV"), problem.rows("PTV"))  # targets keep all their voxels
