@@ -22,7 +22,6 @@ import numpy as np
 from airtp import __version__
 from airtp.evaluation.dvh import compute_dvhs
 from airtp.planning.pipeline import PlanResult
-from airtp.planning.rules import is_target_name
 
 __all__ = ["summary", "write_plan"]
 
@@ -92,7 +91,9 @@ def _write_files(result: PlanResult, folder: Path) -> None:
             "Initial plan\n" + initial.report.table() + "\n\nFinal plan\n" + final.report.table() + "\n")
         (folder / "scorecard.json").write_text(json.dumps(
             {"initial": initial.report.to_dict(), "final": final.report.to_dict()}, indent=2))
-    shown = [n for n in result.case.structures if n != "Body" and (is_target_name(n) or "-" not in n)]
+    # DVH figure and table: the patient's own structures (the scorecard lists the helpers)
+    made = {e.name for e in result.recipe.report if e.status == "made"} if result.recipe else set()
+    shown = [n for n in result.case.structures if n != "Body" and n not in made]
     dvhs = compute_dvhs(final.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
     ref = compute_dvhs(initial.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
     write_report(folder, case=result.case, dose=final.dose, dvhs=dvhs, reference_dvhs=ref,
