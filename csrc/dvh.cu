@@ -33,17 +33,6 @@ struct DvhDevice {
         : n_runs(nr), total(0), starts(nr), wpos(nr), vpos(nr + 1), lengths(nr), run_s(nr), weights(nw) {}
 };
 
-__device__ inline int64_t bin_of(double v, double width, double inv_width, int64_t n_bins) {
-    int64_t b = static_cast<int64_t>(v * inv_width);
-    if (b < 0) b = 0;
-    if (b >= n_bins) return n_bins - 1;
-    if (v < static_cast<double>(b) * width) --b;
-    else if (v >= static_cast<double>(b + 1) * width) ++b;
-    if (b < 0) b = 0;
-    if (b >= n_bins) b = n_bins - 1;
-    return b;
-}
-
 // Last r in [lo, hi] with vpos[r] <= g (vpos[lo] <= g assumed).
 __device__ inline int64_t run_of(const int64_t* vpos, int64_t lo, int64_t hi, int64_t g) {
     while (lo < hi) {
@@ -97,7 +86,7 @@ __global__ void dvh_runs_kernel(const float* dose, const int64_t* starts, const 
             flush(cur, l, sums, counts, minmax);
             cur = s;
         }
-        atomicAdd(hist + int64_t(s) * n_bins + bin_of(v, width, inv_width, n_bins), w);
+        atomicAdd(hist + int64_t(s) * n_bins + dvh_bin(v, width, inv_width, n_bins), w);
         l.vol += w;
         l.dsum += w * v;
         ++l.cnt;

@@ -105,8 +105,15 @@ void dvh_finish_row(double* diff, double* cum, int64_t n_bins, int64_t lo, int64
 void dvh_finish_rows(double* diff, double* cum, const DvhStats* stats, const DvhIndex& ix, double bin_width,
                      int64_t n_bins, double scale);
 
+#ifdef __CUDACC__
+#define AIRTP_HOST_DEVICE __host__ __device__
+#else
+#define AIRTP_HOST_DEVICE
+#endif
+
 // Bin of a dose value: floor(v / width) corrected against the double edges.
-inline int64_t dvh_bin(double v, double width, double inv_width, int64_t n_bins) {
+// Shared by the CPU and CUDA kernels, so both bin every dose alike.
+AIRTP_HOST_DEVICE inline int64_t dvh_bin(double v, double width, double inv_width, int64_t n_bins) {
     int64_t b = static_cast<int64_t>(v * inv_width);
     if (b < 0) b = 0;
     if (b >= n_bins) return n_bins - 1;
