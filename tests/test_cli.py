@@ -1,5 +1,6 @@
 """The airtp command, run as a user would: as a separate process."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,9 @@ def test_demo_builds_case_with_helpers(tmp_path):
     case = Case.load(tmp_path / "demo" / "case.npz")
     assert {"PTVHigh", "PTVMid", "PTVLow", "PTVTotal", "RingPTVHigh"} <= set(case.structures)
     assert all(m.any() for m in case.structures.values())
+    summary = json.loads((tmp_path / "demo" / "plan" / "summary.json").read_text())
+    assert summary["case"] == case.patient_id and summary["score_final"] >= summary["score_initial"]
+    assert (tmp_path / "demo" / "plan" / "report.html").is_file()
 
 
 def test_bare_case_with_prescription_from_command_line(tmp_path):
