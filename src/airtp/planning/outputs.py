@@ -2,7 +2,8 @@
 
 DIR holds ``summary.json``, ``plan.json`` (beams, arcs, objectives of every
 iteration, recipe report), ``fluences.npz`` (per beam, the final fluence on
-its beamlet grid), ``dose.npy`` (Gy, case grid), ``scorecard.txt`` and
+its beamlet grid), ``dose.npy`` (Gy, case grid), ``case.npz`` (the case with its helper
+structures, so the folder stands alone for export), ``scorecard.txt`` and
 ``scorecard.json`` (initial and final reports), and ``report.html`` with its
 PNG figures. Everything is written into a temporary folder beside DIR and
 renamed into place at the end, so a crash never leaves a plan that looks
@@ -85,6 +86,7 @@ def _write_files(result: PlanResult, folder: Path) -> None:
     (folder / "summary.json").write_text(json.dumps(summary(result), indent=2))
     (folder / "plan.json").write_text(json.dumps(_plan_json(result), indent=2))
     np.save(folder / "dose.npy", final.dose.astype(np.float32))
+    result.case.save(folder / "case.npz")
     np.savez_compressed(folder / "fluences.npz", **{b.name: f for b, f in zip(result.setup.beams, final.result.fluences)})
     if final.report is not None:
         (folder / "scorecard.txt").write_text(
