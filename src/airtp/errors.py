@@ -35,3 +35,28 @@ class BeamError(AirtpError):
 
 class DoseError(AirtpError):
     """Dose cannot be computed: empty target, unreadable beam data or calibration file."""
+
+
+class BatchError(AirtpError):
+    """A batch cannot start: a cohort path is missing, two cases share a name, a technique is
+    unknown, the Dask scheduler cannot be reached, or another batch holds the output folder."""
+
+
+class DicomError(AirtpError):
+    """A DICOM file or folder cannot be read or written; the message names the file (and ROI or beam)."""
+
+
+class MachineError(AirtpError):
+    """A treatment-machine description is missing, malformed or states impossible limits."""
+
+
+class SequencingError(AirtpError):
+    """Fluence cannot be sequenced, or a delivery plan breaks the machine's limits (names the beam and control point)."""
+
+
+class NameMappingError(AirtpError):
+    """A user structure-name mapping file is missing or malformed."""
+
+
+class ContouringError(AirtpError):
+    """A contouring plugin cannot run on a case, or returned unusable contours."""

@@ -2,6 +2,13 @@
 
 Scorecards (the paper's Tables 5-8, Varian's templates) spell structures in
 their own ways: ``PTV56``, ``SpinalCord05``, ``RingPTV70``, ``TOTAL LUNG - GTV``.
+Organ, PRV and target spellings are read by the one name matcher,
+:func:`airtp.structures.harmonize.match_name` (``Cord``, ``External``,
+``BrachPlexusL``, ``Cord_PRV05``); :data:`ALIASES` holds only what is
+particular to scorecards: the nominal dose levels of the head-and-neck card
+(70 / 63 / 56 Gy = High / Mid / Low), helper spellings, and stand-ins a
+scorecard accepts for a missing structure.
+
 A scorecard item's structure is matched in a case in this order:
 
 1. the item's name as written, through :meth:`StructureSet.find` (exact,
@@ -10,11 +17,15 @@ A scorecard item's structure is matched in a case in this order:
 2. the standard name the spelling stands for (:func:`standard_name`);
 3. the other spellings of that standard name, in the order listed in
    :data:`ALIASES` (e.g. ``PTVLow-PTVMid`` falls back to ``PTVLow-PTVHigh``
-   in a case with two PTVs).
+   in a case with two PTVs);
+4. the case structure whose own name harmonises to one of those names
+   (``Cord`` for ``SpinalCord``, ``Lt BP`` for ``BrachialPlexus_L``), if
+   exactly one does.
 """
 
 from __future__ import annotations
 
+from airtp.structures.harmonize import MATCHED, find_standard, match_name
 from airtp.structures.names import name_key
 
 __all__ = ["ALIASES", "standard_name", "candidates", "resolve"]
@@ -32,25 +43,19 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "RingPTVHigh": ("RingPTV70", "Ring_PTV70", "PTV70_Ring"),
     "RingPTVMid": ("RingPTV63", "Ring_PTV63", "PTV63_Ring"),
     "RingPTVLow": ("RingPTV56", "Ring_PTV56", "PTV56_Ring"),
-    # head and neck OARs and PRVs
-    "SpinalCord_05": ("SpinalCord05", "SpinalCord_PRV05", "SpinalCord_PRV5", "Cord_PRV05"),
-    "BrainStem_03": ("BrainStem03", "BrainStem_PRV03", "BrainStem_PRV3", "Brainstem_PRV"),
-    "BrachialPlexus_L": ("BrachPlexusL", "BrachialPlex_L", "BrachialPlexusL"),
-    "BrachialPlexus_R": ("BrachPlexusR", "BrachialPlex_R", "BrachialPlexusR"),
+    # head-and-neck helpers
     "OCavity-PTV": ("OralCavity-PTV", "OCavity_PTV"),
-    "Posterior_Neck": ("PosteriorNeck", "Post_Neck"),
-    "LacrimalGlands": ("LacrimalGland", "Lacrimal_Glands"),
     "Parotids-PTV": ("Parotid-PTV", "Parotids_PTV"),
     "Submand-PTV": ("Submandibular-PTV", "Submands-PTV"),
     "SubmandL-PTV": ("Submandibular_L-PTV", "SubmandibularL-PTV"),
     "SubmandR-PTV": ("Submandibular_R-PTV", "SubmandibularR-PTV"),
-    "Lungs": ("Lung", "Lungs_Total", "Lung_Total"),
-    "Body": ("External", "BODY", "Skin"),
+    # stand-ins a scorecard accepts: a brainstem PRV of unstated margin for the 3 mm one,
+    # one lacrimal-gland structure for both, a Skin outline for Body
+    "BrainStem_03": ("Brainstem_PRV",),
+    "LacrimalGlands": ("LacrimalGland",),
+    "Body": ("Skin",),
     # lung
     "TotalLung-GTV": ("TOTAL LUNG - GTV", "Total Lung-GTV", "Lungs-GTV", "Lung_Total-GTV", "Lungs_GTV"),
-    "SpinalCord": ("SPINAL_CORD", "Cord", "Spinal_Cord"),
-    "BrachialPlexus": ("BRACHIALPLEXUS", "BrachPlexus", "BrachialPlex"),
-    "GreatVessels": ("GREATVESSELS", "GreatVes", "Great_Vessels"),
 }
 
 _KEY_TO_STANDARD: dict[str, str] = {}
@@ -62,8 +67,12 @@ for _std, _alts in ALIASES.items():
 
 
 def standard_name(name: str) -> str | None:
-    """The standard name that `name` spells, if the alias table knows it."""
-    return _KEY_TO_STANDARD.get(name_key(name))
+    """The standard name that `name` spells: the scorecard table first, then the name matcher."""
+    std = _KEY_TO_STANDARD.get(name_key(name))
+    if std is None:
+        m = match_name(name)
+        std = m.standard if m.status == MATCHED else None
+    return std
 
 
 def candidates(name: str) -> list[str]:
@@ -84,11 +93,19 @@ def candidates(name: str) -> list[str]:
 def resolve(name: str, structures) -> str | None:
     """The structure of `structures` (a StructureSet or mapping) that `name` refers to, or None."""
     find = getattr(structures, "find", None)
-    for cand in candidates(name):
+    cands = candidates(name)
+    for cand in cands:
         if find is not None:
             hit = find(cand)
         else:
             hit = cand if cand in structures else next((k for k in structures if name_key(k) == name_key(cand)), None)
+        if hit is not None:
+            return hit
+    # step 4: the case's own spellings, read by the name matcher
+    names = list(structures)
+    for cand in cands:
+        m = match_name(cand)  # the matcher's reading, not the scorecard table's (Brainstem_PRV stays a PRV)
+        hit = find_standard(names, m.standard if m.status == MATCHED else cand)
         if hit is not None:
             return hit
     return None

@@ -1,0 +1,1 @@
+"""Reading and writing other formats, one module or package per format (DICOM RT: :mod:`airtp.io.dicom`)."""
