@@ -10,6 +10,9 @@
 
 #include "dvh.h"
 #include "edt.h"
+#include "gamma.h"  // gamma: also <cmath>, <optional>
+#include <cmath>
+#include <optional>
 // dose engine
 #include <functional>
 #include <memory>
@@ -471,6 +474,65 @@ py::tuple csc_split(const PbI64& colptr, const I32& rows, const F32& vals, int64
 
 // ---- end dose engine --------------------------------------------------------
 
+// ---- gamma --------------------------------------------------------------------
+
+using GammaArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+void gamma_check(double dd, double dta_mm, double max_gamma, double step_mm) {
+    if (!(dd > 0) || !std::isfinite(dd)) throw std::invalid_argument("dose criterion must be positive");
+    if (!(dta_mm > 0) || !std::isfinite(dta_mm)) throw std::invalid_argument("distance criterion must be positive");
+    if (!(max_gamma > 0) || !std::isfinite(max_gamma)) throw std::invalid_argument("max_gamma must be positive");
+    if (!(step_mm > 0) || !std::isfinite(step_mm)) throw std::invalid_argument("search step must be positive");
+    if (max_gamma * dta_mm / step_mm > 100) throw std::invalid_argument("search radius / step exceeds 100");
+}
+
+// (r2 (n,), k (n, 3) int32, w (n, 3)) of the search table (gamma.h).
+py::tuple gamma_table(const std::array<int64_t, 3>& shape, const std::array<double, 3>& spacing, double dta_mm,
+                      double max_gamma, double step_mm) {
+    gamma_check(1.0, dta_mm, max_gamma, step_mm);
+    const auto sp = spacing_of(spacing);
+    const airtp::GammaTable t =
+        airtp::gamma_table({shape[0], shape[1], shape[2]}, sp.data(), dta_mm, max_gamma * dta_mm, step_mm);
+    const py::ssize_t n = static_cast<py::ssize_t>(t.size());
+    py::array_t<float> r2(n), w({n, py::ssize_t(3)});
+    py::array_t<int32_t> k({n, py::ssize_t(3)});
+    std::copy(t.r2.begin(), t.r2.end(), r2.mutable_data());
+    std::copy(t.k.begin(), t.k.end(), k.mutable_data());
+    std::copy(t.w.begin(), t.w.end(), w.mutable_data());
+    return py::make_tuple(r2, k, w);
+}
+
+py::array_t<float> gamma_index(const GammaArray& ref, const GammaArray& ev, const std::array<double, 3>& spacing,
+                               double dd, double dta_mm, double threshold, double max_gamma, double step_mm,
+                               std::optional<Mask> mask, bool use_cuda) {
+    const Dims d = dims_of(ref);
+    if (ev.ndim() != 3 || ev.shape(0) != d.nz || ev.shape(1) != d.ny || ev.shape(2) != d.nx)
+        throw std::invalid_argument("evaluated dose shape does not match the reference");
+    if (mask && (mask->ndim() != 3 || mask->shape(0) != d.nz || mask->shape(1) != d.ny || mask->shape(2) != d.nx))
+        throw std::invalid_argument("mask shape does not match the reference");
+    gamma_check(dd, dta_mm, max_gamma, step_mm);
+    const auto sp = spacing_of(spacing);
+    py::array_t<float> out({d.nz, d.ny, d.nx});
+    {
+        py::gil_scoped_release release;
+        const airtp::GammaTable t = airtp::gamma_table(d, sp.data(), dta_mm, max_gamma * dta_mm, step_mm);
+        airtp::GammaParams p;
+        p.inv_dd2 = static_cast<float>(1.0 / (dd * dd));
+        p.threshold = static_cast<float>(threshold);
+        p.max_gamma2 = static_cast<float>(max_gamma * max_gamma);
+        const uint8_t* m = mask ? mask->data() : nullptr;
+#ifdef AIRTP_WITH_CUDA
+        if (use_cuda) airtp::gamma_index_cuda(ref.data(), ev.data(), m, d, t, p, out.mutable_data());
+        else
+#endif
+            airtp::gamma_index(ref.data(), ev.data(), m, d, t, p, out.mutable_data());
+    }
+    (void)use_cuda;
+    return out;
+}
+
+// ---- end gamma ----------------------------------------------------------------
+
 int cuda_device_count() {
 #ifdef AIRTP_WITH_CUDA
     return airtp::cuda_device_count();
@@ -499,6 +561,13 @@ PYBIND11_MODULE(_core, m) {
           "Expand by six radii (x-, x+, y-, y+, z-, z+) in mm.");
     // dvh
     def_dvh(m);
+    // gamma
+    m.def("gamma_index", &gamma_index, py::arg("reference"), py::arg("evaluated"), py::arg("spacing"), py::arg("dd"),
+          py::arg("dta_mm"), py::arg("threshold"), py::arg("max_gamma"), py::arg("step_mm"),
+          py::arg("mask") = py::none(), py::arg("use_cuda") = false,
+          "Global gamma index (float32, NaN where not evaluated, capped at max_gamma); see gamma.h.");
+    m.def("gamma_table", &gamma_table, py::arg("shape"), py::arg("spacing"), py::arg("dta_mm"), py::arg("max_gamma"),
+          py::arg("step_mm"), "(r2, k, w) of the gamma search table, nearest offsets first.");
     // dose engine
     m.def("pencil_depths", &pencil_depths, py::arg("problem"), py::arg("use_cuda") = false,
           "Radiological depth (mm) of each listed voxel in each beam (nbeams, nvox); NaN out of reach.");

@@ -11,13 +11,17 @@ import pytest
 
 from airtp import Prescription, phantoms
 from airtp.beams.templates import Arc, head_neck, lung, lung_side
-from airtp.errors import AirtpError, BeamError, PrescriptionError
+from airtp.beams.machine import Machine
+from airtp.dose.engine import make_dose_grid
+from airtp.errors import AirtpError, BeamError, MachineError, PrescriptionError, SequencingError
 from airtp.evaluation.dvh import compute_dvhs
+from airtp.grid import resample
 from airtp.objectives import MeanObjective, NormalTissueObjective, PointObjective
 from airtp.planning import PlanSettings, plan_case
 from airtp.planning.initial import LUNG_TABLE_4, lung_initial
 from airtp.planning.outputs import write_plan
 from airtp.planning.rules import dose2obj, prescription_objectives, scorecard2dose
+from airtp.sequencing import DeliveryPlan, check_limits, plan_dose
 from airtp.structures.recipes import add_helpers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,22 +114,25 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     assert result.final.score == max(scores)
     # iterations use the rules' objectives: many more than the initial ones
     assert len(result.iterations[1].objectives) > len(result.iterations[0].objectives)
-    # the plan is normalised on the case grid: D95 of the highest target = its prescription
-    d = compute_dvhs(result.final.dose, {"PTV70": case.structures["PTV70"]}, grid=case.grid)["PTV70"]
-    assert d.dose_at_percent(95) == pytest.approx(70.0, abs=0.05)
+    # the plan is normalised on the case grid: D95 of the highest target = its prescription, for the ideal
+    # fluence and for the deliverable plan
+    for dose in (result.final.dose, result.plan_dose):
+        d = compute_dvhs(dose, {"PTV70": case.structures["PTV70"]}, grid=case.grid)["PTV70"]
+        assert d.dose_at_percent(95) == pytest.approx(70.0, abs=0.05)
 
 
 def test_plan_folder(planned):
     case, result, out = planned
     names = {p.name for p in out.iterdir()}
     assert {"summary.json", "plan.json", "dose.npy", "fluences.npz", "scorecard.txt", "scorecard.json", "report.html",
-            "dvh.png", "dose_slices.png"} <= names
+            "dvh.png", "dose_slices.png", "delivery.json"} <= names
     assert not [n for n in names if n.endswith(".tmp")] and not list(out.parent.glob(".hn.*"))
     s = json.loads((out / "summary.json").read_text())
     for key in ("case", "technique", "score_initial", "score_final", "score_trajectory", "targets", "timings_s",
                 "software"):
         assert key in s
-    assert s["score_final"] == pytest.approx(max(s["score_trajectory"]))
+    assert s["score_ideal"] == pytest.approx(max(s["score_trajectory"]))
+    assert s["score_final"] == pytest.approx(s["delivery"]["score_deliverable"]) == pytest.approx(result.plan_score)
     t = s["targets"]["PTV70"]
     assert t["d5_over_d95"] == pytest.approx(t["D5_gy"] / t["D95_gy"]) and t["dmax_over_d95"] >= t["d5_over_d95"]
     dose = np.load(out / "dose.npy")
@@ -133,9 +140,72 @@ def test_plan_folder(planned):
     plan = json.loads((out / "plan.json").read_text())
     assert len(plan["iterations"]) == len(s["score_trajectory"]) and len(plan["beams"]["beams"]) == 9
     assert "Initial plan" in (out / "scorecard.txt").read_text()
+    assert "Final plan, deliverable" in (out / "scorecard.txt").read_text()
     # rewriting the same folder replaces it whole
     write_plan(result, out)
     assert {p.name for p in out.iterdir()} == names
+
+
+def test_deliverable_plan_by_default(planned):
+    """The plan is sequenced (step-and-shoot), its dose is the dose of delivery.json, its summary has the delivery."""
+    case, result, out = planned
+    s = json.loads((out / "summary.json").read_text())
+    assert s["deliverable"] is True
+    d = s["delivery"]
+    assert d["sequencer"] == "step-and-shoot" and d["machine"] == "TrueBeam-M120" and d["fractions"] == 35
+    assert d["deliverable"] and any("leaf speed" in c for c in d["limits_checked"])
+    assert len(d["beams"]) == 9 and d["total_mu"] == pytest.approx(sum(b["mu"] for b in d["beams"]))
+    for b in d["beams"]:
+        assert b["kind"] == "step_and_shoot" and b["segments"] >= 1 and b["mu"] > 0 and b["delivery_time_s"] > 0
+        assert 0.5 < b["fluence_fidelity"] <= 1.0
+    assert d["score_drop"] == pytest.approx(d["score_ideal"] - d["score_deliverable"])
+    plan = DeliveryPlan.load(out / "delivery.json")
+    assert check_limits(plan, Machine.load()) == plan.limits_checked == d["limits_checked"]
+    # the MU carry the plan normalisation: the dose of delivery.json is dose.npy
+    dose = plan_dose(case, plan, dose_grid_mm=FAST["dose_grid_mm"])
+    saved = np.load(out / "dose.npy")
+    dose_grid = make_dose_grid(case.grid, FAST["dose_grid_mm"])
+    np.testing.assert_allclose(resample(dose, dose_grid, case.grid), saved, atol=1e-3 * saved.max())
+    assert not np.allclose(saved, result.final.dose, atol=1e-3 * saved.max())  # not the ideal fluence's dose
+
+
+def test_vmat_plan_has_control_points_and_fluence_only_has_none(tmp_path):
+    case = phantoms.lung("left", seed=0, spacing_mm=COARSE)
+    result = plan_case(case, PlanSettings(technique="vmat", iterations=0, **FAST))
+    plan = result.delivery.plan
+    assert plan.sequencer == "vmat" and [b.kind for b in plan.beams] == ["vmat", "vmat"]
+    assert [b.gantry_direction for b in plan.beams] == ["CW", "CC"]
+    for b in plan.beams:
+        gantry = np.array([cp.gantry_deg for cp in b.control_points])
+        steps = np.abs((np.diff(gantry) + 180.0) % 360.0 - 180.0)
+        assert np.all(steps <= 2.0 + 1e-9) and steps.sum() == pytest.approx(180.0)
+        assert b.delivery_time_s >= 180.0 / 6.0  # at most full gantry speed
+    out = write_plan(result, tmp_path / "vmat")
+    s = json.loads((out / "summary.json").read_text())
+    assert all(b["control_points"] == 91 for b in s["delivery"]["beams"])  # every 2 degrees
+    assert np.isfinite(s["score_final"]) and s["delivery"]["dose"].endswith("sector beam's gantry angle")
+    ideal = plan_case(phantoms.lung("left", seed=0, spacing_mm=COARSE),
+                      PlanSettings(technique="imrt7", iterations=0, deliverable=False, **FAST))
+    assert ideal.delivery is None and ideal.plan_score == ideal.final.score
+    out = write_plan(ideal, tmp_path / "fluence")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["deliverable"] is False and s["delivery"] is None and not (out / "delivery.json").exists()
+
+
+def test_bad_delivery_settings_are_refused_before_computing(tmp_path):
+    case = phantoms.head_neck(n_ptv=1, seed=0, spacing_mm=COARSE)
+    before = list(case.structures)
+    bad = tmp_path / "machine.json"
+    data = Machine.load().to_dict()
+    data["mlc"]["max_leaf_speed_mm_per_s"] = 0.0
+    bad.write_text(json.dumps(data))
+    with pytest.raises(MachineError, match="machine.json.*max_leaf_speed"):
+        plan_case(case, PlanSettings(machine=str(bad), **FAST))
+    with pytest.raises(SequencingError, match="'step-and-shoot' cannot sequence arcs"):
+        plan_case(case, PlanSettings(technique="vmat", sequencer="step-and-shoot", **FAST))
+    with pytest.raises(AirtpError, match="no plugin 'nope'.*airtp.sequencers"):
+        plan_case(case, PlanSettings(sequencer="nope", **FAST))
+    assert list(case.structures) == before
 
 
 def test_bad_input_is_refused_before_computing():

@@ -8,8 +8,11 @@ File format (one compressed ``.npz``):
 - ``mask/<name>``: one bool (z, y, x) array per structure;
 - ``meta`` (optional): a JSON string with ``site``, ``patient_id``,
   ``prescriptions`` (list of {structure, dose_gy, fractions}) and anything else;
-- any other array (e.g. ``reference_dose_gy``) is kept in :attr:`Case.arrays`
-  and saved back unchanged.
+- any other array is kept in :attr:`Case.arrays` and saved back unchanged.
+  Those AIRTP knows (:data:`KNOWN_ARRAYS`: ``reference_dose_gy``, the dose of
+  a reference plan in Gy on the CT grid) are checked; the others are named in
+  a :class:`CaseFileWarning` when the file is loaded, so that a misspelt key
+  is never silently ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +31,19 @@ from airtp.errors import AirtpError, CaseFileError, PrescriptionError
 from airtp.grid import Grid
 from airtp.structures.structure_set import StructureSet
 
-__all__ = ["Case", "Prescription", "SITES", "atomic_write"]
+__all__ = ["Case", "Prescription", "SITES", "atomic_write", "KNOWN_ARRAYS", "REFERENCE_DOSE", "CaseFileWarning"]
 
 SITES = ("hn", "lung", "generic")
 MASK_PREFIX = "mask/"
 _REQUIRED = ("ct_hu", "spacing_mm", "origin_mm")
+
+REFERENCE_DOSE = "reference_dose_gy"
+#: Extra arrays AIRTP understands, with what they hold; each lies on the CT grid.
+KNOWN_ARRAYS = {REFERENCE_DOSE: "dose of a reference plan (Gy, on the CT grid)"}
+
+
+class CaseFileWarning(UserWarning):
+    """A case file holds arrays AIRTP keeps (and saves back) but does not understand."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,29 @@ class Case:
             raise AirtpError(f"case '{self.patient_id}': site must be one of {SITES}, got '{self.site}'")
         self.grid.check_array(self.ct_hu, f"case '{self.patient_id}' CT")
         self.ct_hu = np.ascontiguousarray(self.ct_hu, dtype=np.int16)
+        if REFERENCE_DOSE in self.arrays:
+            self._check_reference_dose(self.arrays[REFERENCE_DOSE])
+
+    def _check_reference_dose(self, dose) -> None:
+        """A reference dose must be a finite, non-negative dose (Gy) on the CT grid."""
+        dose = np.asarray(dose)
+        what = f"case '{self.patient_id}': {REFERENCE_DOSE}"
+        if dose.shape != self.grid.shape:
+            raise CaseFileError(f"{what} has shape {dose.shape}, but the CT has shape {self.grid.shape}")
+        if not (np.issubdtype(dose.dtype, np.floating) or np.issubdtype(dose.dtype, np.integer)):
+            raise CaseFileError(f"{what} must hold numbers (Gy), got dtype {dose.dtype}")
+        if not np.all(np.isfinite(dose)) or dose.min(initial=0) < 0:
+            raise CaseFileError(f"{what} must be finite and non-negative (Gy)")
+
+    @property
+    def reference_dose(self) -> np.ndarray | None:
+        """The dose of a reference plan (Gy, CT grid), when the case file has one."""
+        return self.arrays.get(REFERENCE_DOSE)
+
+    @property
+    def unknown_arrays(self) -> list[str]:
+        """Extra arrays kept and saved back, but not understood by AIRTP (not in :data:`KNOWN_ARRAYS`)."""
+        return [k for k in self.arrays if k not in KNOWN_ARRAYS]
 
     @property
     def grid(self) -> Grid:
@@ -209,6 +244,12 @@ class Case:
         meta.pop("site", None)
         meta.pop("prescriptions", None)
         try:
-            return cls(ct, structures, list(prescriptions), site, patient_id, meta, data)
+            case = cls(ct, structures, list(prescriptions), site, patient_id, meta, data)
         except AirtpError as exc:
             raise CaseFileError(f"{path}: {exc}") from None
+        if case.unknown_arrays:
+            # kept and saved back, but named: a misspelt 'reference_dose_gy' must not pass unnoticed
+            warnings.warn(CaseFileWarning(
+                f"{path}: array(s) {', '.join(case.unknown_arrays)} not understood by AIRTP "
+                f"(known extras: {', '.join(KNOWN_ARRAYS)}); kept and saved back unchanged"), stacklevel=2)
+        return case

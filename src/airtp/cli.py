@@ -19,7 +19,9 @@ from airtp.errors import AirtpError
 __all__ = ["main", "build_parser"]
 
 # Modules that contribute subcommands through add_parsers(subparsers).
-_COMMAND_MODULES = ("airtp.evaluation.commands", "airtp.dose.commands")
+_COMMAND_MODULES = ("airtp.evaluation.commands", "airtp.dose.commands", "airtp.batch.commands",
+                    "airtp.io.dicom.commands", "airtp.planning.commands", "airtp.io.gdphmm_commands",
+                    "airtp.structures.commands")
 
 
 def _format_structure_table(case: Case) -> str:
@@ -77,7 +79,9 @@ def _plan_settings(args):
 
     settings = PlanSettings(technique=args.technique, iterations=args.iterations, scorecard=args.scorecard,
                             dose_grid_mm=args.dose_grid, rules=tuple(r for r in args.rules.split(",") if r),
-                            optimizer_options={"max_iterations": args.optimizer_iterations})
+                            optimizer_options={"max_iterations": args.optimizer_iterations},
+                            deliverable=not getattr(args, "fluence_only", False),
+                            sequencer=getattr(args, "sequencer", None), machine=getattr(args, "machine", None))
     if getattr(args, "objectives", None):
         settings.objectives = ObjectiveSet.load(args.objectives)
     return settings
@@ -92,11 +96,20 @@ def _plan_and_write(case: Case, args) -> int:
     out = write_plan(result, args.out)
     s = summary(result)
     if not args.quiet:
-        print(result.final.report.table() if result.final.report is not None else "")
+        print(result.plan_report.table() if result.plan_report is not None else "")
     traj = " -> ".join(f"{v:.2f}" for v in s["score_trajectory"])
     print(f"\nscore {s['score_initial']:.2f} (initial) -> {s['score_final']:.2f} (final); trajectory {traj}")
+    if s["delivery"]:
+        d = s["delivery"]
+        counts = sum(b.get("segments", b.get("control_points", 0)) for b in d["beams"])
+        what = "segments" if all("segments" in b for b in d["beams"]) else "control points"
+        print(f"deliverable ({d['sequencer']}, {d['machine']}): score {d['score_deliverable']:.2f} against "
+              f"{d['score_ideal']:.2f} for the ideal fluence; {counts} {what}, {d['total_mu']:.0f} MU and "
+              f"{d['delivery_time_s']:.0f} s per fraction, fluence fidelity {d['fluence_fidelity']:.3f}")
     for name, m in s["targets"].items():
         print(f"{name}: D95 {m['D95_gy']:.2f} Gy, D5/D95 {m['d5_over_d95']:.3f}, Dmax/D95 {m['dmax_over_d95']:.3f}")
+    for w in s["warnings"]:  # e.g. no organ at risk, structures outside Body: said, not buried in summary.json
+        print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {out}")
     return 0
 
@@ -106,12 +119,64 @@ def cmd_plan(args) -> int:
     return _plan_and_write(case, args)
 
 
+def _real_demo_case() -> Case:
+    """The shipped OpenKBP patient, its names harmonised (printed as they change)."""
+    from airtp.data import real_case
+    from airtp.planning.intake import harmonize_names
+
+    case = real_case()
+    print(_describe(case))
+    print("Real patient: OpenKBP pt_48 (MIT licence, Copyright (c) 2021 Aaron Babier; CT and contours from "
+          "TCIA, CC BY; cite Babier et al., Med Phys 48(9), 2021)")
+    renamed, unmatched = harmonize_names(case)
+    if renamed:
+        print("Names harmonised: " + ", ".join(f"{a} -> {b}" for a, b in renamed))
+    if unmatched:
+        print("No standard name (kept as given): " + ", ".join(unmatched))
+    return case
+
+
+def _compare_with_reference(case: Case, own: list[str], out: Path) -> None:
+    """Print the plan against the case's reference plan; write a DVH figure (reference dashed) and JSON."""
+    import json
+
+    import numpy as np
+
+    from airtp.case import atomic_write
+    from airtp.evaluation.compare import compare_doses
+    from airtp.evaluation.dvh import compute_dvhs
+    from airtp.evaluation.scorecard import score_plan
+    from airtp.report.plots import dvh_figure
+
+    body = case.structures.find("Body")
+    masks = {n: case.structures[n] for n in own if n != body}
+    dose = np.load(out / "plan" / "dose.npy")
+    cmp = compare_doses(case, dose, masks=masks, within=case.structures[body] if body else None)
+    ref_score = score_plan(case, cmp.reference_dose, "hn").total
+    print("\nAgainst the reference plan (OpenKBP), both normalised to the highest PTV's D95 = prescription:")
+    print(cmp.table())
+    for note in cmp.notes:
+        print(f"  note: {note}")
+    print(f"scorecard total: AIRTP {score_plan(case, dose, 'hn').total:.2f}, reference {ref_score:.2f}")
+    plan_dvhs = compute_dvhs(cmp.plan_dose, masks, grid=case.grid)
+    ref_dvhs = compute_dvhs(cmp.reference_dose, masks, grid=case.grid)
+    fig = dvh_figure(plan_dvhs, out / "dvh_vs_reference.png", reference=ref_dvhs, labels=("AIRTP", "reference"),
+                     title=f"{case.patient_id}: AIRTP (solid) and reference plan (dashed)")
+    text = json.dumps({**cmp.to_dict(), "reference_score_total": ref_score}, indent=2)
+    atomic_write(out / "comparison.json", lambda f: f.write(text.encode()))
+    print(f"wrote {fig} and {out / 'comparison.json'}")
+
+
 def cmd_demo(args) -> int:
     from airtp import phantoms
     from airtp.structures.recipes import add_helpers
 
-    case = phantoms.head_neck(n_ptv=3, seed=args.seed)
-    print(_describe(case))
+    if args.real:
+        case = _real_demo_case()
+    else:
+        case = phantoms.head_neck(n_ptv=3, seed=args.seed)
+        print(_describe(case))
+    own = list(case.structures)  # the patient's structures, before the helpers join them
     report = add_helpers(case)
     print()
     print("Helper structures (paper Table 3):")
@@ -122,7 +187,10 @@ def cmd_demo(args) -> int:
     path = case.save(out / "case.npz")
     print(f"\nwrote {path}\n")
     args.out = out / "plan"
-    return _plan_and_write(case, args)
+    status = _plan_and_write(case, args)
+    if args.real:
+        _compare_with_reference(case, own, out)
+    return status
 
 
 def _add_plan_options(p, technique_default="imrt9") -> None:
@@ -134,6 +202,12 @@ def _add_plan_options(p, technique_default="imrt9") -> None:
                    help="objective-rule plugins of each iteration, comma-separated (default: dose2obj,scorecard2dose)")
     p.add_argument("--optimizer-iterations", type=int, default=150, metavar="N",
                    help="fluence-optimiser iterations per plan (default 150)")
+    p.add_argument("--sequencer", metavar="NAME",
+                   help="sequencer plugin: step-and-shoot, sliding-window, vmat, ... (default: vmat for VMAT, "
+                        "step-and-shoot otherwise)")
+    p.add_argument("--machine", metavar="FILE", help="machine description (JSON; default: TrueBeam, Millennium 120)")
+    p.add_argument("--fluence-only", action="store_true",
+                   help="stop at the ideal fluence: no sequencing, no deliverable plan")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -170,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the embedded default: a synthetic head-and-neck patient planned end to end")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--real", action="store_true",
+                   help="plan the shipped real patient (OpenKBP pt_48) instead, and compare with its reference plan")
     p.add_argument("--out", default="airtp-demo", help="folder for the outputs (default: airtp-demo)")
     _add_plan_options(p)
     p.set_defaults(func=cmd_demo)

@@ -1,10 +1,13 @@
 """Writing a planned case to its folder.
 
 DIR holds ``summary.json``, ``plan.json`` (beams, arcs, objectives of every
-iteration, recipe report), ``fluences.npz`` (per beam, the final fluence on
-its beamlet grid), ``dose.npy`` (Gy, case grid), ``case.npz`` (the case with its helper
+iteration, recipe report), ``fluences.npz`` (per beam, the final ideal fluence on
+its beamlet grid), ``delivery.json`` (the deliverable plan: control points,
+MLC, jaws, MU; :class:`airtp.sequencing.DeliveryPlan`), ``dose.npy`` (Gy,
+case grid: the deliverable plan's dose, or the ideal fluence's for a
+fluence-only plan), ``case.npz`` (the case with its helper
 structures, so the folder stands alone for export), ``scorecard.txt`` and
-``scorecard.json`` (initial and final reports), and ``report.html`` with its
+``scorecard.json`` (initial, ideal final and deliverable reports), and ``report.html`` with its
 PNG figures. Everything is written into a temporary folder beside DIR and
 renamed into place at the end, so a crash never leaves a plan that looks
 complete.
@@ -41,9 +44,34 @@ def _target_metrics(result: PlanResult, dose: np.ndarray) -> dict:
     return out
 
 
+def _delivery(result: PlanResult) -> dict:
+    """Per beam or arc: segments or control points, MU, delivery time, fidelity; the plan's limits and scores."""
+    d = result.delivery
+    plan = d.plan
+    beams = []
+    for b in plan.beams:
+        count = "segments" if b.kind == "step_and_shoot" else "control_points"
+        beams.append({"name": b.name, "kind": b.kind, count: b.n_segments, "mu": b.mu,
+                      "delivery_time_s": b.delivery_time_s, "fluence_fidelity": d.fidelity["per_beam"].get(b.name)})
+    return {
+        "sequencer": plan.sequencer, "machine": plan.machine, "fractions": plan.fractions,
+        "total_mu": plan.total_mu, "delivery_time_s": sum(b.delivery_time_s for b in plan.beams),
+        "fluence_fidelity": d.fidelity["plan"], "normalization_factor": d.normalization_factor,
+        "score_ideal": result.final.score, "score_deliverable": d.score, "score_drop": result.final.score - d.score,
+        "dose": ("fine fluence of the control-point apertures (1 mm x leaf width) through the dose engine"
+                 + ("; arc intervals at the nearest sector beam's gantry angle" if d.arc_dose_angles else "")),
+        "deliverable": plan.deliverable, "limits_checked": plan.limits_checked, "beams": beams,
+    }
+
+
 def summary(result: PlanResult) -> dict:
-    """The plan's summary: scores, trajectory, target metrics, timings, software version."""
+    """The plan's summary: scores, trajectory, target metrics, delivery, timings, software version.
+
+    ``score_final`` is the plan's score: the deliverable plan's when there
+    is one (``score_ideal`` is then the best iteration's ideal fluence).
+    """
     case, final = result.case, result.final
+    report = result.plan_report
     return {
         "case": case.patient_id,
         "site": case.site,
@@ -51,11 +79,14 @@ def summary(result: PlanResult) -> dict:
         "template": result.setup.template,
         "n_beams": len(result.setup.beams),
         "score_initial": result.initial.score,
-        "score_final": final.score,
-        "score_max": final.report.max_total if final.report is not None else None,
+        "score_final": result.plan_score,
+        "score_ideal": final.score,
+        "score_max": report.max_total if report is not None else None,
         "score_trajectory": result.score_trajectory,
         "best_iteration": result.best,
-        "targets": _target_metrics(result, final.dose),
+        "deliverable": result.delivery is not None and result.delivery.plan.deliverable,
+        "delivery": _delivery(result) if result.delivery is not None else None,
+        "targets": _target_metrics(result, result.plan_dose),
         "timings_s": {**result.timings, "iterations": [it.seconds for it in result.iterations]},
         "optimizer": final.result.target,
         "warnings": result.warnings,
@@ -85,21 +116,29 @@ def _write_files(result: PlanResult, folder: Path) -> None:
     final, initial = result.final, result.initial
     (folder / "summary.json").write_text(json.dumps(summary(result), indent=2))
     (folder / "plan.json").write_text(json.dumps(_plan_json(result), indent=2))
-    np.save(folder / "dose.npy", final.dose.astype(np.float32))
+    np.save(folder / "dose.npy", result.plan_dose.astype(np.float32))
+    if result.delivery is not None:
+        result.delivery.plan.save(folder / "delivery.json")
     result.case.save(folder / "case.npz")
     np.savez_compressed(folder / "fluences.npz", **{b.name: f for b, f in zip(result.setup.beams, final.result.fluences)})
-    if final.report is not None:
-        (folder / "scorecard.txt").write_text(
-            "Initial plan\n" + initial.report.table() + "\n\nFinal plan\n" + final.report.table() + "\n")
+    plan_report = result.plan_report
+    if plan_report is not None:
+        text = "Initial plan\n" + initial.report.table() + "\n\n"
+        if result.delivery is not None:
+            text += "Final plan, ideal fluence\n" + final.report.table() + "\n\nFinal plan, deliverable\n"
+        else:
+            text += "Final plan\n"
+        (folder / "scorecard.txt").write_text(text + plan_report.table() + "\n")
         (folder / "scorecard.json").write_text(json.dumps(
-            {"initial": initial.report.to_dict(), "final": final.report.to_dict()}, indent=2))
+            {"initial": initial.report.to_dict(), "final": plan_report.to_dict(), "ideal": final.report.to_dict()},
+            indent=2))
     # DVH figure and table: the patient's own structures (the scorecard lists the helpers)
     made = {e.name for e in result.recipe.report if e.status == "made"} if result.recipe else set()
     shown = [n for n in result.case.structures if n != "Body" and n not in made]
-    dvhs = compute_dvhs(final.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
+    dvhs = compute_dvhs(result.plan_dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
     ref = compute_dvhs(initial.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
-    write_report(folder, case=result.case, dose=final.dose, dvhs=dvhs, reference_dvhs=ref,
-                 score_initial=initial.report, score_final=final.report, summary=summary(result))
+    write_report(folder, case=result.case, dose=result.plan_dose, dvhs=dvhs, reference_dvhs=ref,
+                 score_initial=initial.report, score_final=plan_report, summary=summary(result))
 
 
 def write_plan(result: PlanResult, out_dir) -> Path:

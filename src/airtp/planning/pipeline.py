@@ -7,6 +7,13 @@ plan's DVHs and scorecard, optimise (warm start) and score. It stops early
 when the score has not improved by ``min_gain`` for ``patience`` iterations,
 and keeps the best-scoring plan.
 
+Deliverable plan (default; ``deliverable=False`` stops at the ideal fluence):
+the best iteration's fluences are sequenced for the machine
+(:mod:`airtp.sequencing`: step-and-shoot segments for IMRT, control points
+for VMAT arcs), the dose of the delivery plan is computed through the dose
+engine, renormalised like every plan (its MU scale with it) and scored; that
+score is the plan's.
+
 Doses are optimised on the dose grid and scored on the case (CT) grid after
 trilinear resampling, so every score is of the dose that ``dose.npy`` holds.
 """
@@ -20,9 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from airtp import plugins
+from airtp.beams.machine import Machine
 from airtp.case import Case
 from airtp.dose.engine import dose_influence
-from airtp.errors import AirtpError, BeamError
+from airtp.errors import AirtpError, BeamError, SequencingError
 from airtp.evaluation.dvh import compute_dvhs
 from airtp.evaluation.scorecard import ScoreReport, get_scorecard, score_plan
 from airtp.grid import resample
@@ -30,10 +38,15 @@ from airtp.objectives import ObjectiveSet
 from airtp.optimize import OptimizationResult, PlanningProblem, get_optimizer
 from airtp.optimize.builtin import normalization_factor
 from airtp.planning.initial import initial_objectives
+from airtp.planning.intake import prepare_case
 from airtp.planning.rules import RuleContext, prescription_objectives
+from airtp.sequencing import (
+    DeliveryPlan, SequencingProblem, arc_sectors, check_limits, default_sequencer, fluence_fidelity, get_sequencer,
+    plan_dose, time_plan,
+)
 from airtp.structures.recipes import RecipeResult, add_helpers
 
-__all__ = ["PlanSettings", "PlanResult", "plan_case", "DEFAULT_SCORECARD", "Progress"]
+__all__ = ["PlanSettings", "PlanResult", "Delivery", "plan_case", "DEFAULT_SCORECARD", "Progress"]
 
 DEFAULT_SCORECARD = {"hn": "hn", "lung": "lung"}
 
@@ -65,6 +78,14 @@ class PlanSettings:
         Organ and ring objectives leave out voxels closer than this to a
         target: the fall-off zone where pushing organ dose down only costs
         coverage and homogeneity (see :meth:`PlanningProblem.rows`).
+    deliverable : bool
+        Sequence the best plan for the machine and score the dose of what it
+        delivers (False: stop at the ideal fluence).
+    sequencer : str or None
+        Sequencer plugin (group ``airtp.sequencers``); None: ``vmat`` for
+        VMAT, ``step-and-shoot`` otherwise. ``sequencer_options`` go to its constructor.
+    machine : str, path or None
+        Machine file (None: the packaged TrueBeam / Millennium 120).
     """
 
     technique: str = "imrt9"
@@ -78,6 +99,10 @@ class PlanSettings:
     patience: int = 2
     min_gain: float = 0.1
     transition_mm: float = 10.0
+    deliverable: bool = True
+    sequencer: str | None = None
+    sequencer_options: dict = field(default_factory=dict)
+    machine: str | None = None
 
 
 @dataclass
@@ -96,8 +121,31 @@ class Iteration:
 
 
 @dataclass
+class Delivery:
+    """The deliverable plan of the best iteration: control points, its dose and score.
+
+    ``dose`` is Gy on the case grid after the plan normalisation (whose
+    factor also scaled the plan's MU); ``fidelity`` is
+    :func:`airtp.sequencing.fluence_fidelity`; ``arc_dose_angles`` the gantry
+    angles at which arc intervals were computed (the sector beams).
+    """
+
+    plan: DeliveryPlan
+    dose: np.ndarray
+    report: ScoreReport | None
+    fidelity: dict
+    normalization_factor: float
+    seconds: float
+    arc_dose_angles: dict | None = None
+
+    @property
+    def score(self) -> float:
+        return self.report.total if self.report is not None else float("nan")
+
+
+@dataclass
 class PlanResult:
-    """A planned case: beams, the iterations, the best one, the recipe report and timings."""
+    """A planned case: beams, the iterations, the best one, the recipe report, timings and the deliverable plan."""
 
     case: Case
     settings: PlanSettings
@@ -107,10 +155,25 @@ class PlanResult:
     best: int
     timings: dict
     warnings: list[str] = field(default_factory=list)
+    delivery: Delivery | None = None
 
     @property
     def final(self) -> Iteration:
+        """The best iteration of the fluence optimisation (its dose is the ideal fluence's)."""
         return self.iterations[self.best]
+
+    @property
+    def plan_dose(self) -> np.ndarray:
+        """The plan's dose (Gy, case grid): the deliverable plan's when there is one."""
+        return self.delivery.dose if self.delivery is not None else self.final.dose
+
+    @property
+    def plan_report(self) -> ScoreReport | None:
+        return self.delivery.report if self.delivery is not None else self.final.report
+
+    @property
+    def plan_score(self) -> float:
+        return self.delivery.score if self.delivery is not None else self.final.score
 
     @property
     def initial(self) -> Iteration:
@@ -160,7 +223,17 @@ def _check_inputs(case: Case, settings: PlanSettings):
     setup = _template(case, settings.technique)
     rules = _rules(settings.rules)
     optimizer = get_optimizer(settings.optimizer, **settings.optimizer_options)
-    return scorecard, setup, rules, optimizer
+    sequencer = machine = None
+    if settings.deliverable:
+        machine = Machine.load(settings.machine)
+        name = settings.sequencer or default_sequencer(settings.technique)
+        sequencer = get_sequencer(name, **settings.sequencer_options)
+        kind = "vmat" if setup.arcs else "imrt"
+        if kind not in sequencer.techniques:
+            raise SequencingError(f"sequencer '{name}' cannot sequence {'arcs' if setup.arcs else 'static fields'} "
+                                  f"(technique '{settings.technique}'); use "
+                                  f"'{default_sequencer(settings.technique)}'")
+    return scorecard, setup, rules, optimizer, sequencer, machine
 
 
 def _normalization(case: Case, dose: np.ndarray, volume_pct: float = 95.0) -> float:
@@ -176,7 +249,8 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
     timings: dict[str, float] = {}
     warnings: list[str] = []
     t = time.perf_counter()
-    scorecard, setup, rules, optimizer = _check_inputs(case, settings)
+    scorecard, setup, rules, optimizer, sequencer, machine = _check_inputs(case, settings)
+    warnings.extend(prepare_case(case))  # standard names before the recipe and scorecard read them
 
     recipe = None
     if case.site in ("hn", "lung"):
@@ -239,4 +313,41 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
             progress(f"stopping: no gain of {settings.min_gain} for {settings.patience} iterations")
             break
     timings["optimization_s"] = time.perf_counter() - t
-    return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings)
+    delivery = None
+    if sequencer is not None:
+        delivery = _deliver(case, setup, problem, iterations[best], sequencer, machine, scorecard, settings)
+        timings["sequencing_s"] = delivery.seconds
+        d = delivery.plan
+        progress(f"deliverable plan ({d.sequencer}, {machine.name}): "
+                 f"{sum(b.n_segments for b in d.beams)} {'control points' if setup.arcs else 'segments'}, "
+                 f"{d.total_mu:.0f} MU per fraction, fluence fidelity {delivery.fidelity['plan']:.3f}; "
+                 f"score {delivery.score:.2f} (ideal fluence {iterations[best].score:.2f}; {delivery.seconds:.1f} s)")
+    return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings, delivery)
+
+
+def _deliver(case: Case, setup, problem: PlanningProblem, best: Iteration, sequencer, machine, scorecard,
+             settings: PlanSettings) -> Delivery:
+    """Sequence the best iteration's fluences, compute, normalise and score the dose of the delivery plan."""
+    t0 = time.perf_counter()
+    influence = problem.influence
+    fractions = max(case.prescriptions, key=lambda p: p.dose_gy).fractions
+    seq_problem = SequencingProblem(setup.beams, influence.beamlet_grids, best.result.fluences, machine, fractions,
+                                    setup.arcs, influence, problem.target_rows(),
+                                    machine.mu_per_weight(influence.model), case.patient_id)
+    plan = sequencer.sequence(seq_problem)
+    angles = None
+    if setup.arcs:  # arc intervals are computed at the sector beams' angles, the optimisation's gantry sampling
+        angles = {b.name: [setup.beams[i].gantry_deg for i in idx]
+                  for b, idx in zip(plan.beams, arc_sectors(setup.beams, setup.arcs))}
+    dose = plan_dose(case, plan, machine, settings.dose_grid_mm, model=influence.model, arc_dose_angles=angles)
+    dose = resample(dose, influence.grid, case.grid)
+    f = _normalization(case, dose)
+    dose *= np.float32(f)
+    for beam in plan.beams:  # the normalisation is a change of MU
+        for cp in beam.control_points:
+            cp.cumulative_mu *= f
+    time_plan(plan, machine)
+    plan.limits_checked = check_limits(plan, machine)
+    fidelity = fluence_fidelity(plan, seq_problem)
+    report = score_plan(case, dose, scorecard) if scorecard is not None else None
+    return Delivery(plan, dose, report, fidelity, float(f), time.perf_counter() - t0, angles)

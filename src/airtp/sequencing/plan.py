@@ -9,6 +9,13 @@ The layout follows DICOM RT Plan, so that export is a direct mapping:
 - sliding window: leaves move between control points at a fixed gantry;
 - VMAT: gantry angle and leaves change between control points.
 
+Between control points leaves move linearly with the cumulative MU (DICOM
+semantics), so the fluence of an interval is the MU-weighted sweep of the
+leaf opening; ``dose_rate_mu_min`` (DICOM Dose Rate Set) is the dose rate of
+the interval that starts at a control point (None: not set, e.g. the last
+one), and with the MU it fixes the interval's time, hence gantry and leaf
+speeds (checked by :func:`airtp.sequencing.check_limits`).
+
 Coordinates are BEV mm on the isocentre plane (IEC 61217 beam-limiting-device
 system): ``mlc_x1_mm`` is the bank on the negative X side, ``mlc_x2_mm`` the
 positive one (x1 <= x2 pair by pair); leaf pair ``i`` spans BEV y in
@@ -36,6 +43,7 @@ class ControlPoint:
     jaw_y_mm: tuple[float, float]
     mlc_x1_mm: list[float]
     mlc_x2_mm: list[float]
+    dose_rate_mu_min: float | None = None
 
 
 @dataclass

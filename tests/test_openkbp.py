@@ -1,0 +1,287 @@
+"""Real patients: two vendored OpenKBP head-and-neck cases through case loading, naming, recipe,
+scorecard, planning, comparison with the reference plan, the real demo and the benchmark."""
+
+import hashlib
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from airtp import Case, Prescription
+from airtp.case import CaseFileWarning
+from airtp.errors import CaseFileError, PrescriptionError
+from airtp.evaluation.compare import compare_doses
+from airtp.evaluation.scorecard import score_plan
+from airtp.planning import PlanSettings, plan_case
+from airtp.planning.intake import prepare_case
+from airtp.structures.recipes import add_helpers
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "openkbp"
+OPENKBP_ORGANS = {"Brainstem": "BrainStem", "SpinalCord": "SpinalCord", "LeftParotid": "Parotid_L",
+                  "RightParotid": "Parotid_R", "Larynx": "Larynx", "Mandible": "Mandible"}
+# coarse planning: real anatomy end to end in seconds (8 mm dose grid, one short refinement)
+COARSE = dict(dose_grid_mm=8.0, iterations=1, optimizer_options={"max_iterations": 40})
+
+
+def load(pid="pt_48") -> Case:
+    return Case.load(DATA / f"{pid}.npz")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def rewrite(src: Path, dst: Path, **changes) -> Path:
+    """A copy of a case file with some arrays replaced (None removes one)."""
+    with np.load(src) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    for k, v in changes.items():
+        k = k.replace("__", "/")
+        if v is None:
+            arrays.pop(k)
+        else:
+            arrays[k] = v
+    np.savez_compressed(dst, **arrays)
+    return dst
+
+
+# The vendored data ------------------------------------------------------------
+
+def test_vendored_patients_are_the_readme_files_with_their_attribution():
+    readme = (DATA / "README.md").read_text()
+    for pid in ("pt_48", "pt_5"):
+        assert sha256(DATA / f"{pid}.npz") in readme, f"{pid}.npz differs from the file its README describes"
+    for text in (readme, (ROOT / "src" / "airtp" / "data" / "openkbp" / "README.md").read_text()):
+        assert "MIT licence, Copyright (c) 2021" in text and "Aaron Babier" in text
+        assert "Cancer Imaging Archive" in text and "Creative Commons Attribution" in text
+    for folder in (DATA, ROOT / "src" / "airtp" / "data" / "openkbp"):
+        assert "Permission is hereby granted" in (folder / "LICENSE-OpenKBP.txt").read_text()
+    metrics = json.loads((DATA / "reference_dose_metrics.json").read_text())
+    assert sorted(m["case"] for m in metrics) == ["pt_48", "pt_5"]
+
+
+def test_the_shipped_patient_is_package_data_and_not_ignored():
+    shipped = resources.files("airtp.data").joinpath("openkbp", "pt_48.npz")
+    assert shipped.is_file()
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == sha256(DATA / "pt_48.npz")
+    assert len(shipped.read_bytes()) < 1_000_000  # the wheel stays small
+    # the wheel takes every file of src/airtp that git does not ignore
+    r = subprocess.run(["git", "check-ignore", "-q", "src/airtp/data/openkbp/pt_48.npz"], cwd=ROOT,
+                       capture_output=True)
+    if r.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert r.returncode == 1, "src/airtp/data/openkbp/pt_48.npz is git-ignored and would miss the wheel"
+
+
+# Case files with a reference dose ------------------------------------------------
+
+def test_reference_dose_is_kept_and_saved_back(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CaseFileWarning)  # a known extra array raises no warning
+        case = load()
+    ref = case.reference_dose
+    assert ref is case.arrays["reference_dose_gy"] and ref.shape == case.grid.shape and ref.dtype == np.float32
+    assert 60.0 < float(ref.max()) < 90.0 and case.unknown_arrays == []
+    back = Case.load(case.save(tmp_path / "again.npz"))
+    np.testing.assert_array_equal(back.reference_dose, ref)
+
+
+def test_arrays_it_does_not_understand_are_named_and_kept(tmp_path):
+    path = rewrite(DATA / "pt_48.npz", tmp_path / "odd.npz", refrence_dose_gy=np.zeros(3, np.float32))
+    with pytest.warns(CaseFileWarning, match=r"odd\.npz.*'?refrence_dose_gy'?.*not understood"):
+        case = Case.load(path)
+    assert case.unknown_arrays == ["refrence_dose_gy"]
+    with pytest.warns(CaseFileWarning):
+        back = Case.load(case.save(tmp_path / "odd2.npz"))
+    np.testing.assert_array_equal(back.arrays["refrence_dose_gy"], np.zeros(3))
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((128, 128, 64), np.float32), r"shape \(128, 128, 64\).*CT has shape \(128, 128, 128\)"),
+    (np.full((128, 128, 128), np.nan, np.float32), "finite"),
+    (np.full((128, 128, 128), -1.0, np.float32), "non-negative"),
+])
+def test_a_bad_reference_dose_is_refused_naming_the_file(tmp_path, bad, message):
+    path = rewrite(DATA / "pt_48.npz", tmp_path / "badref.npz", reference_dose_gy=bad)
+    with pytest.raises(CaseFileError, match=r"badref\.npz.*reference_dose_gy.*" + message):
+        Case.load(path)
+
+
+# Names, recipe, scorecard -------------------------------------------------------
+
+def test_openkbp_names_reach_the_recipe_and_scorecard_through_harmonisation():
+    case = load("pt_48")
+    warnings_ = prepare_case(case)
+    assert not any("no standard name" in w for w in warnings_), warnings_
+    assert case.meta["original_structure_names"]["Parotid_L"] == "LeftParotid"  # the given name is kept
+    for given, standard in OPENKBP_ORGANS.items():
+        if given in ("Larynx",):
+            continue
+        assert standard in case.structures, f"{given} did not become {standard}: {list(case.structures)}"
+    recipe = add_helpers(case)
+    made = {e.name for e in recipe.report if e.status == "made"}
+    assert {"PTVHigh", "PTVMid", "PTVLow", "PTVHighOPT", "PTVMidOPT", "PTVLowOPT", "RingPTVHigh", "RingPTVMid",
+            "RingPTVLow", "BrainStem_03", "SpinalCord_05", "Parotids", "Parotids-PTV", "ParotdIps-PTV",
+            "ParotdCon-PTV", "Mandible-PTV"} <= made
+    assert "missing input" in recipe.entry("Larynx-PTV").reason  # pt_48 has no larynx
+    report = score_plan(case, case.reference_dose, "hn")
+    by_item = {(r.item.structure, r.item.metric): r for r in report.results}
+    assert by_item[("Parotids-PTV", "MeanDose")].scored
+    assert by_item[("BrainStem_03", "DoseAtVolume")].scored
+    assert by_item[("Mandible-PTV", "VolumeAtDose")].scored
+    for absent in ("Brain", "Chiasm", "Larynx-PTV", "Esophagus"):
+        r = next(r for r in report.results if r.item.structure == absent)
+        assert not r.scored and "not in the case" in r.reason
+    assert "Not scored:" in report.table() and report.to_dict()["n_not_scored"] > 0
+
+
+def test_the_other_patient_builds_its_larynx_helper_instead():
+    case = load("pt_5")
+    prepare_case(case)
+    recipe = add_helpers(case)
+    assert recipe.entry("Larynx-PTV").status == "made"
+    assert "missing input" in recipe.entry("Mandible-PTV").reason
+    report = score_plan(case, case.reference_dose, "hn")
+    assert next(r for r in report.results if r.item.structure == "Larynx-PTV").scored
+    assert not next(r for r in report.results if r.item.structure == "Mandible-PTV").scored
+
+
+def test_structures_outside_the_dose_region_are_reported():
+    case = load("pt_5")  # OpenKBP's Body (possible-dose mask) leaves the larynx out entirely
+    warnings_ = prepare_case(case)
+    outside = next(w for w in warnings_ if "outside Body" in w)
+    assert "Larynx 100%" in outside and "no dose is computed" in outside
+    assert not any("outside Body" in w for w in prepare_case(load("pt_48")) if "SpinalCord" not in w)
+
+
+# Planning a real patient --------------------------------------------------------
+
+def test_a_real_patient_is_planned_end_to_end_and_compared_with_its_reference():
+    case = load("pt_48")
+    given = {n: case.structures[n] for n in case.structures if n != "Body"}
+    body = case.structures["Body"].copy()
+    result = plan_case(case, PlanSettings(technique="imrt9", **COARSE))
+    assert len(result.setup.beams) == 9 and len(result.iterations) >= 2
+    assert not any("organ at risk" in w or "no standard name" in w for w in result.warnings), result.warnings
+    scored = {r.item.structure for r in result.plan_report.results if r.scored}
+    assert {"Parotids-PTV", "SpinalCord_05", "BrainStem_03", "Mandible-PTV", "PTVHighOPT"} <= scored
+    cmp = compare_doses(case, result.plan_dose, masks=given, targets=["PTV70", "PTV63", "PTV56"], within=body)
+    assert cmp.reference_factor == pytest.approx(70.0 / 68.54, abs=0.01)  # OpenKBP's PTV70 D95 68.54 Gy
+    assert cmp.plan["PTV70_D95"] == pytest.approx(70.0, abs=0.3) == cmp.reference["PTV70_D95"]
+    # even a coarse plan of real anatomy covers its targets and keeps the cord below tolerance
+    assert cmp.plan["PTV56_D95"] > 50.0 and cmp.plan["PTV63_D95"] > 57.0
+    assert cmp.plan["SpinalCord_D0.1cc"] < 50.0
+    assert set(cmp.difference) >= {"LeftParotid_mean", "RightParotid_mean", "Brainstem_mean", "Mandible_D0.1cc"}
+    assert np.all(cmp.plan_dose[~body] == 0)  # compared only where the reference was computed
+
+
+def test_a_prescription_naming_a_missing_ptv_is_refused(tmp_path):
+    case = Case.load(DATA / "pt_48.npz", prescriptions=[Prescription("PTV70", 70, 35), Prescription("PTV66", 66, 35)])
+    with pytest.raises(PrescriptionError, match="'PTV66'.*not in the case"):
+        plan_case(case, PlanSettings(**COARSE))
+
+
+def test_a_patient_without_organs_is_planned_for_its_targets_with_a_warning():
+    case = load("pt_48")
+    for name in list(case.structures):
+        if name in OPENKBP_ORGANS:
+            case.structures.remove(name)
+    result = plan_case(case, PlanSettings(**{**COARSE, "iterations": 0}))
+    assert any("has no organ at risk" in w and "targets alone" in w for w in result.warnings), result.warnings
+    report = result.plan_report
+    organ_items = [r for r in report.results if not r.item.structure.upper().startswith(("PTV", "RING"))]
+    assert organ_items and not any(r.scored for r in organ_items)
+    assert report.total > 0  # the target items are scored
+
+
+def test_compare_doses_normalises_the_reference_and_reads_both_alike():
+    case = load("pt_48")
+    ref = case.reference_dose
+    cmp = compare_doses(case, ref * np.float32(70.0 / 68.54), reference=ref * np.float32(0.5),
+                        masks={n: case.structures[n] for n in ("PTV70", "LeftParotid")})
+    assert cmp.reference_factor == pytest.approx(2 * 70.0 / 68.54, rel=2e-3)
+    for k, d in cmp.difference.items():
+        assert abs(d) < 0.05, k  # one dose, two scalings: the same after normalisation
+    assert list(cmp.plan)[:3] == ["PTV70_D95", "PTV70_D99", "PTV70_D1"]
+    assert "LeftParotid_mean" in cmp.table()
+
+
+# The demo and the benchmark ------------------------------------------------------
+
+def test_demo_real_plans_the_shipped_patient(tmp_path):
+    out = tmp_path / "demo"
+    r = subprocess.run([sys.executable, "-m", "airtp", "demo", "--real", "--out", str(out), "--iterations", "0",
+                        "--dose-grid", "8", "--optimizer-iterations", "30", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "openkbp-pt_48" in r.stdout and "Aaron Babier" in r.stdout
+    assert "LeftParotid -> Parotid_L" in r.stdout
+    assert "Parotids-PTV" in r.stdout and "Against the reference plan" in r.stdout
+    assert re.search(r"warning: .*SpinalCord \d+%.* outside Body", r.stderr)  # plan warnings are shown
+    for name in ("plan/summary.json", "plan/dose.npy", "case.npz", "dvh_vs_reference.png", "comparison.json"):
+        assert (out / name).is_file(), name
+    cmp = json.loads((out / "comparison.json").read_text())
+    assert abs(cmp["difference"]["PTV70_D95"]) < 0.5
+    assert "Parotid_L_mean" in cmp["difference"]  # under the names the demo prints
+    assert cmp["reference_score_total"] > 0
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_openkbp", ROOT / "benchmarks" / "bench_openkbp.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_compares_each_patient_and_records_bad_input(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("pt_48.npz", "reference_dose_metrics.json"):
+        (data / name).write_bytes((DATA / name).read_bytes())
+    rewrite(DATA / "pt_48.npz", data / "pt_999.npz", reference_dose_gy=np.zeros((128, 128, 3), np.float32))
+    bench = load_benchmark()
+    doc = bench.main(["--data", str(data), "--ids", "pt_48", "pt_999", "--iterations", "0", "--dose-grid", "8",
+                      "--optimizer-iterations", "30", "--out", str(tmp_path / "out")])
+    good, bad = doc["patients"]
+    assert re.search(r"pt_999\.npz.*reference_dose_gy has shape", bad["error"])  # recorded, not skipped
+    assert doc["summary"]["failed"] == [{"id": "pt_999", "error": bad["error"]}]
+    check = good["metric_check"]  # AIRTP's metrics of the reference agree with the shipped ones
+    assert check["D95"] < 0.3 and check["mean"] < 0.05
+    assert abs(good["comparison"]["difference"]["PTV70_D95"]) <= 0.5
+    assert good["score_reference"] > 0 and good["score_plan"] > 0
+    assert Path(good["figure"]).is_file() and (tmp_path / "out" / "openkbp.json").is_file()
+    for organ in ("Brainstem", "SpinalCord", "LeftParotid", "RightParotid", "Mandible"):
+        assert f"{organ}_mean" in doc["summary"]["metrics"]
+    printed = capsys.readouterr().out
+    assert "median" in printed and "FAILED" in printed and "goal, PTV70 D95" in printed
+
+
+def test_benchmark_reproduce_hook_compares_the_reproduction_like_the_plan(tmp_path, monkeypatch):
+    reproduce = pytest.importorskip("airtp.planning.reproduce")
+    calls = []
+
+    class Stub:  # the reproduction's own cost (rounds of plans and gamma) belongs to its tests
+        def __init__(self, case, reference, settings, source=""):
+            calls.append((case, settings))
+            self.dose = reference * np.float32(70.0 / 68.54)  # normalised as a plan is (PTV70 D95 68.54 Gy)
+
+    monkeypatch.setattr(reproduce, "reproduce", Stub)
+    bench = load_benchmark()
+    doc = bench.main(["--data", str(DATA), "--ids", "pt_48", "--iterations", "0", "--dose-grid", "8",
+                      "--optimizer-iterations", "20", "--out", str(tmp_path), "--reproduce", "--reproduce-rounds", "1"])
+    (case, settings), = calls
+    assert "Parotid_L" in case.structures and "LeftParotid" not in case.structures  # harmonised first
+    assert (settings.technique, settings.dose_grid_mm, settings.rounds) == ("imrt9", 8.0, 1)
+    rec = doc["patients"][0]
+    rep = rec["reproduce"]["comparison"]
+    assert set(rep["difference"]) == set(rec["comparison"]["difference"])  # same structures, same metrics
+    for k, d in rep["difference"].items():
+        assert abs(d) < 0.1, k  # the reference itself, once normalised, reproduces the reference
+    assert Path(rec["reproduce"]["figure"]).is_file() and "reproduce_metrics" in doc["summary"]
