@@ -35,10 +35,9 @@ def planned_dose():
     from airtp.planning import PlanSettings, plan_case
 
     case = phantoms.head_neck(n_ptv=3, seed=0)
-    from airtp.planning.reproduce import plan_dose
-
+    
     result = plan_case(case, PlanSettings(iterations=0))
-    return plan_dose(result), case.grid.spacing_mm
+    return result.plan_dose, case.grid.spacing_mm
 
 
 def synthetic_dose():

@@ -21,7 +21,7 @@ import time
 
 from airtp import phantoms
 from airtp.planning import PlanSettings, plan_case
-from airtp.planning.reproduce import ReproduceSettings, plan_dose, reproduce
+from airtp.planning.reproduce import ReproduceSettings, reproduce
 
 GOAL_GAMMA_PCT = 95.0
 GOAL_ORGAN_MEAN_GY = 1.0
@@ -58,7 +58,7 @@ def main():
                                                                     dose_grid_mm=args.dose_grid, optimizer_options=opt))
         t_plan = time.perf_counter() - t
         t = time.perf_counter()
-        rep = reproduce(make_case(spec, spacing), plan_dose(ref_plan),
+        rep = reproduce(make_case(spec, spacing), ref_plan.plan_dose,
                         ReproduceSettings(technique=technique, rounds=args.rounds, dose_grid_mm=args.dose_grid,
                                           optimizer_options=opt, dose_shells=not args.no_dose_shells))
         t_rep = time.perf_counter() - t

@@ -13,7 +13,7 @@ from airtp.objectives import MeanObjective, ObjectiveSet, PointObjective
 from airtp.planning import PlanSettings, plan_case
 from airtp.planning.reproduce import (
     SHELL_PREFIX, ReproduceSettings, adjust_objectives, check_reference_dose, dose_shells, gdp_hmm_mae,
-    load_reference_dose, plan_dose, reference_objectives, reproduce, write_reproduction,
+    load_reference_dose, reference_objectives, reproduce, write_reproduction,
 )
 from airtp.planning.rules import dose2obj, prescription_objectives
 from airtp.structures.recipes import add_helpers
@@ -30,7 +30,7 @@ def new_case():
 def reference():
     """An AIRTP plan's dose of the synthetic patient: the dose to reproduce (Gy, case grid)."""
     result = plan_case(new_case(), PlanSettings(iterations=0, **FAST))
-    return plan_dose(result).copy()  # the plan folder's dose: the deliverable one when sequenced
+    return result.plan_dose.copy()  # the plan folder's dose: the deliverable one when sequenced
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,12 @@ complete.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from airtp import __version__
+from airtp.case import atomic_folder
 from airtp.evaluation.dvh import compute_dvhs
 from airtp.planning.pipeline import PlanResult
 
@@ -141,24 +139,15 @@ def _write_files(result: PlanResult, folder: Path) -> None:
                  score_initial=initial.report, score_final=plan_report, summary=summary(result))
 
 
-def write_plan(result: PlanResult, out_dir) -> Path:
-    """Write the plan folder atomically (see the module doc); returns its path."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        _write_files(result, tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out)
-        os.chmod(out, 0o755)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+def write_plan(result: PlanResult, out_dir, extra=None) -> Path:
+    """Write the plan folder atomically (see the module doc); returns its path.
+
+    `extra(folder)`, when given, adds files to the folder before it is renamed
+    into place (a reproduction's report, for instance).
+    """
+    def build(folder: Path) -> None:
+        _write_files(result, folder)
+        if extra is not None:
+            extra(folder)
+
+    return atomic_folder(Path(out_dir), build)

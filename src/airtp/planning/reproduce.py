@@ -47,7 +47,7 @@ dose of another plan). Reproduction:
    without bands): rounds 0, 1, 2 gave gamma 85.5, 92.3, 92.9 % and organ
    mean doses 0.83, 0.39, 0.24 Gy off; with bands 99.2, 99.9, 99.97 % and
    0.38, 0.16, 0.17 Gy.
-7. Compare (:func:`compare_doses`): per structure D95, D2, mean and max of
+7. Compare (:func:`reproduction_metrics`): per structure D95, D2, mean and max of
    both doses and their difference; gamma pass rates (3 %/3 mm and 2 %/2 mm,
    global, 10 % threshold: :mod:`airtp.evaluation.gamma`); the GDP-HMM mean
    absolute error (:func:`gdp_hmm_mae`).
@@ -62,9 +62,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,13 +75,25 @@ from airtp.evaluation.dvh import DoseError, check_dose, compute_dvhs
 from airtp.evaluation.gamma import gamma_index
 from airtp.evaluation.scorecard import get_scorecard, score_plan
 from airtp.objectives import MeanObjective, ObjectiveSet, PointObjective
-from airtp.planning.pipeline import DEFAULT_SCORECARD, PlanResult, PlanSettings, Progress, plan_case
-from airtp.planning.rules import DVH_VOLUMES_PCT, RuleContext, dose2obj, is_target_name, prescription_objectives
+from airtp.planning.pipeline import (
+    DEFAULT_SCORECARD,
+    PlanResult,
+    PlanSettings,
+    Progress,
+    plan_case,
+)
+from airtp.planning.rules import (
+    DVH_VOLUMES_PCT,
+    RuleContext,
+    dose2obj,
+    is_target_name,
+    prescription_objectives,
+)
 
 __all__ = [
     "ReproduceSettings", "Reproduction", "Round", "check_reference_dose", "load_reference_dose",
-    "reference_objectives", "adjust_objectives", "dose_shells", "shell_objectives", "reproduce", "compare_doses",
-    "gdp_hmm_mae", "format_comparison", "write_reproduction", "plan_dose", "GAMMA_CRITERIA", "METRICS",
+    "reference_objectives", "adjust_objectives", "dose_shells", "shell_objectives", "reproduce", "reproduction_metrics",
+    "gdp_hmm_mae", "format_comparison", "write_reproduction", "GAMMA_CRITERIA", "METRICS",
     "SHELL_LEVELS_PCT", "SHELL_PREFIX", "SHELL_PRIORITY",
 ]
 
@@ -286,7 +295,7 @@ def gdp_hmm_mae(case: Case, reference: np.ndarray, prediction: np.ndarray, *, th
     return float(np.abs(ref - pred)[either].sum() / n)
 
 
-def compare_doses(case: Case, reference: np.ndarray, dose: np.ndarray, structures=None, organs=None) -> dict:
+def reproduction_metrics(case: Case, reference: np.ndarray, dose: np.ndarray, structures=None, organs=None) -> dict:
     """Reference against reproduction: DVH metrics per structure, gamma, GDP-HMM MAE (see the module doc).
 
     `structures`: names in the table (default: every non-empty structure but
@@ -426,23 +435,13 @@ class Reproduction:
 
     @property
     def dose(self) -> np.ndarray:
-        return plan_dose(self.plan)
-
-
-def plan_dose(result: PlanResult) -> np.ndarray:
-    """The dose a plan folder holds (``dose.npy``): the deliverable plan's when the pipeline sequenced it."""
-    dose = getattr(result, "plan_dose", None)
-    return result.final.dose if dose is None else dose
+        return self.plan.plan_dose
 
 
 def _prepare(case: Case) -> None:
     """The pipeline's intake (standard names), so that objectives name what plan_case will see."""
-    try:
-        from airtp.planning.intake import prepare_case
-    except ImportError as exc:  # a tree without the intake step: names are used as given
-        if exc.name != "airtp.planning.intake":
-            raise
-        return
+    from airtp.planning.intake import prepare_case
+
     prepare_case(case)
 
 
@@ -455,7 +454,13 @@ def _shown_structures(case: Case, helpers: set[str]) -> list[str]:
 def reproduce(case: Case, reference, settings: ReproduceSettings | None = None,
               progress: Progress | None = None, source: str = "reference dose") -> Reproduction:
     """Reproduce `reference` (Gy, case grid) with a plan (see the module doc); the case gains its helpers."""
-    from airtp.structures.recipes import KEPT, MADE, RecipeEntry, RecipeResult, add_helpers
+    from airtp.structures.recipes import (
+        KEPT,
+        MADE,
+        RecipeEntry,
+        RecipeResult,
+        add_helpers,
+    )
 
     settings = settings or ReproduceSettings()
     progress = progress or Progress(quiet=True)
@@ -491,7 +496,7 @@ def reproduce(case: Case, reference, settings: ReproduceSettings | None = None,
         t0 = time.perf_counter()
         result = plan_case(case, settings.plan_settings(objectives), progress)
         result.recipe = RecipeResult({}, entries)  # plan_case found them all in the case
-        dose = plan_dose(result)
+        dose = result.plan_dose
         g = gamma_index(ref, dose, case.grid, dose_percent=3.0, dta_mm=3.0, cutoff_percent=GAMMA_CUTOFF_PERCENT)
         cur_dvhs = compute_dvhs(dose, case.structures, grid=case.grid)
         diffs = [abs(cur_dvhs[n].mean_gy - ref_dvhs[n].mean_gy) for n in organs]
@@ -503,7 +508,7 @@ def reproduce(case: Case, reference, settings: ReproduceSettings | None = None,
         if k < settings.rounds:
             objectives = adjust_objectives(objectives, ref_dvhs, cur_dvhs, settings.gain, fixed)
     best = max(range(len(rounds)), key=lambda i: rounds[i].key())
-    comparison = compare_doses(case, ref, plan_dose(rounds[best].plan), shown, organs)
+    comparison = reproduction_metrics(case, ref, rounds[best].plan.plan_dose, shown, organs)
     return Reproduction(case, ref, settings, rounds, best, comparison, shown, warnings)
 
 
@@ -550,21 +555,4 @@ def write_reproduction(rep: Reproduction, out_dir, reference_path=None) -> Path:
     """Write the plan folder with the reproduction report (see the module doc) atomically; returns its path."""
     from airtp.planning.outputs import write_plan
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".reproduce", dir=out.parent))
-    try:
-        folder = write_plan(rep.plan, staging / "plan")
-        _write_report_files(rep, folder, reference_path)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out, old)
-            os.replace(folder, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(folder, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+    return write_plan(rep.plan, out_dir, extra=lambda folder: _write_report_files(rep, folder, reference_path))
