@@ -18,7 +18,7 @@ Targets are left to the prescription objectives (:func:`prescription_objectives`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 DVH_VOLUMES_PCT = (1.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0)
+DOSE2OBJ_PRIORITY_SCALE = 1.0
+SCORECARD_PRIORITY_SCALE = 1.0
 LOWER_LEVEL_MARGIN = 1.03
 
 
@@ -110,8 +112,9 @@ class Dose2ObjRule:
 
     name = "dose2obj"
 
-    def __init__(self, volumes_pct=DVH_VOLUMES_PCT):
+    def __init__(self, volumes_pct=DVH_VOLUMES_PCT, priority_scale: float | None = None):
         self.volumes_pct = tuple(volumes_pct)
+        self.priority_scale = DOSE2OBJ_PRIORITY_SCALE if priority_scale is None else float(priority_scale)
 
     def objectives(self, ctx: RuleContext) -> list:
         out = []
@@ -126,7 +129,7 @@ class Dose2ObjRule:
                 if not np.isfinite(d):
                     continue
                 dose, weight = dose2obj(name, d, v, scores.get(name))
-                out.append(PointObjective(name, "upper", max(dose, 0.0), v, float(weight)))
+                out.append(PointObjective(name, "upper", max(dose, 0.0), v, float(weight) * self.priority_scale))
         return out
 
 
@@ -142,6 +145,9 @@ class Scorecard2DoseRule:
 
     name = "scorecard2dose"
 
+    def __init__(self, priority_scale: float | None = None):
+        self.priority_scale = SCORECARD_PRIORITY_SCALE if priority_scale is None else float(priority_scale)
+
     def objectives(self, ctx: RuleContext) -> list:
         out = []
         for r in ctx.report.results:
@@ -149,8 +155,13 @@ class Scorecard2DoseRule:
                 continue
             obj = item_objective(r.item, r.struct_id, r.output_value, r.input_value, ctx.dvhs[r.struct_id].volume_cc, ctx)
             if obj is not None:
-                out.append(obj)
+                out.append(_scaled(obj, self.priority_scale))
         return out
+
+
+def _scaled(obj, factor: float):
+    """`obj` with its priority multiplied by `factor`."""
+    return obj if factor == 1.0 else replace(obj, priority=float(obj.priority) * factor)
 
 
 def item_objective(item, struct_id: str, x: float, input_value, volume_cc: float, ctx: RuleContext):
