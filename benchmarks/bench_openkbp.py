@@ -62,6 +62,7 @@ from airtp.case import Case, atomic_write
 from airtp.errors import AirtpError
 from airtp.evaluation.compare import compare_doses, structure_metrics
 from airtp.evaluation.dvh import compute_dvhs
+from airtp.evaluation.gamma import gamma_index
 from airtp.evaluation.scorecard import get_scorecard, score_plan
 from airtp.planning import PlanSettings, plan_case
 from airtp.planning.intake import prepare_case
@@ -260,10 +261,25 @@ def plan_patient(path: Path, settings: PlanSettings, entry: dict | None, out: Pa
     if reproduce:
         dose = reproduce_patient(path, settings, reproduce_rounds)
         rep = compare_doses(case, dose, reference, masks=masks, targets=targets, within=body)
-        rec["reproduce"] = {"comparison": rep.to_dict(),
+        rec["reproduce"] = {"comparison": rep.to_dict(), **openkbp_scores(case, rep, body),
                             "figure": str(_figure(case, rep, masks, targets, out / f"{pid}_reproduce_dvh.png",
                                                   "reproduction"))}
     return rec
+
+
+def openkbp_scores(case: Case, cmp, body: np.ndarray) -> dict:
+    """OpenKBP's scores of a reproduction and its gamma pass rate against the reference.
+
+    Dose score: mean |reference - reproduction| (Gy) over the possible-dose
+    mask (``Body``); DVH score: mean |difference| (Gy) of D99, D95, D1 of the
+    targets and D0.1cc and mean of the organs (the comparison's metrics);
+    gamma 3 %/3 mm global, 10 % threshold, reference as normalised.
+    """
+    diff = np.abs(cmp.reference_dose.astype(np.float64) - cmp.plan_dose)[body]
+    dvh = [abs(v) for v in cmp.difference.values()]
+    g = gamma_index(cmp.reference_dose, cmp.plan_dose, case.grid, dose_percent=3.0, dta_mm=3.0, cutoff_percent=10.0)
+    return {"dose_score_gy": float(diff.mean()), "dvh_score_gy": float(np.mean(dvh)) if dvh else None,
+            "gamma_3_3_pct": g.pass_rate}
 
 
 def _figure(case: Case, cmp, masks: dict, targets: list[str], path: Path, label: str) -> Path:
@@ -315,9 +331,13 @@ def summarize(records: list[dict]) -> dict:
         "score_median_reference": float(np.median([s[1] for s in scores])) if scores else None,
         "seconds_median": float(np.median([r["seconds"] for r in ok])) if ok else None,
     }
-    reproduced = [r["reproduce"]["comparison"] for r in ok if "reproduce" in r]
+    reproduced = [r["reproduce"] for r in ok if "reproduce" in r]
     if reproduced:
-        out["reproduce_metrics"] = difference_table(reproduced)
+        out["reproduce_metrics"] = difference_table([r["comparison"] for r in reproduced])
+        for key in ("dose_score_gy", "dvh_score_gy", "gamma_3_3_pct"):
+            out[f"reproduce_{key}_median"] = float(np.median([r[key] for r in reproduced]))
+        out["goal_reproduce_met"] = (out["reproduce_dose_score_gy_median"] <= 2.5
+                                     and out["reproduce_dvh_score_gy_median"] <= 1.5)
     return out
 
 
@@ -337,6 +357,10 @@ def print_summary(s: dict) -> None:
     print_table(s["metrics"], "AIRTP plan")
     if "reproduce_metrics" in s:
         print_table(s["reproduce_metrics"], "reproduction (Figure 9)")
+        print(f"reproduction, median: OpenKBP dose score {s['reproduce_dose_score_gy_median']:.2f} Gy (goal <= 2.5), "
+              f"DVH score {s['reproduce_dvh_score_gy_median']:.2f} Gy (goal <= 1.5), "
+              f"gamma 3 %/3 mm {s['reproduce_gamma_3_3_pct_median']:.1f} %: goal "
+              f"{'met' if s['goal_reproduce_met'] else 'NOT met'}")
     print(f"\nplanned {s['planned']} of {s['patients']}; failed: {s['failed'] or 'none'}")
     if s["metric_check_max_gy"]:
         print("reference metrics recomputed vs reference_dose_metrics.json, largest |difference| (Gy): "
