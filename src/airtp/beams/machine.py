@@ -26,13 +26,12 @@ A machine calibrated to ``gy_per_mu`` at the same reference condition delivers
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from airtp.datafiles import load_json
 from airtp.errors import MachineError
 
 __all__ = ["Machine", "DEFAULT_MACHINE"]
@@ -115,22 +114,7 @@ class Machine:
         """Read a machine file; None reads the packaged TrueBeam / Millennium 120 one; a Machine passes through."""
         if isinstance(path, Machine):
             return path
-        if path is None:
-            ref = resources.files("airtp.sequencing").joinpath("data", DEFAULT_MACHINE)
-            text, where = ref.read_text(), f"airtp/sequencing/data/{DEFAULT_MACHINE}"
-        else:
-            p = Path(path)
-            if not p.is_file():
-                raise MachineError(f"machine file '{p}': no such file")
-            try:
-                text = p.read_text()
-            except OSError as exc:
-                raise MachineError(f"machine file '{p}': cannot be read ({exc})") from None
-            where = str(p)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise MachineError(f"machine file '{where}': not valid JSON ({exc})") from None
+        data, where = load_json(path, "airtp.sequencing", DEFAULT_MACHINE, "machine", MachineError)
         return cls.from_dict(data, where)
 
     @classmethod

@@ -34,14 +34,13 @@ max_mm}) and ``provenance`` (free text and the fitted data).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from scipy.special import erf
 
+from airtp.datafiles import load_json
 from airtp.errors import DoseError
 
 __all__ = ["BeamModel", "Component", "DEFAULT_BEAM_DATA"]
@@ -102,22 +101,7 @@ class BeamModel:
         """Read a beam-data file; None reads the default (TrueBeam-like 6 MV)."""
         if isinstance(path, BeamModel):
             return path
-        if path is None:
-            ref = resources.files("airtp.dose").joinpath("data", DEFAULT_BEAM_DATA)
-            text, where = ref.read_text(), f"airtp/dose/data/{DEFAULT_BEAM_DATA}"
-        else:
-            p = Path(path)
-            if not p.is_file():
-                raise DoseError(f"beam-data file '{p}': no such file")
-            try:
-                text = p.read_text()
-            except OSError as exc:
-                raise DoseError(f"beam-data file '{p}': cannot be read ({exc})") from None
-            where = str(p)
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DoseError(f"beam-data file '{where}': not valid JSON ({exc})") from None
+        data, where = load_json(path, "airtp.dose", DEFAULT_BEAM_DATA, "beam-data", DoseError)
         return cls.from_dict(data, where)
 
     @classmethod

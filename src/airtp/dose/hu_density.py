@@ -7,13 +7,11 @@ the default is ``airtp/dose/data/hu_to_density.json``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import numpy as np
 
+from airtp.datafiles import load_json
 from airtp.errors import DoseError
 
 __all__ = ["HuDensityTable"]
@@ -38,17 +36,10 @@ class HuDensityTable:
     def load(cls, path=None) -> "HuDensityTable":
         if isinstance(path, HuDensityTable):
             return path
-        if path is None:
-            text, where = resources.files("airtp.dose").joinpath("data", "hu_to_density.json").read_text(), "airtp/dose/data/hu_to_density.json"
-        else:
-            p = Path(path)
-            if not p.is_file():
-                raise DoseError(f"HU-to-density file '{p}': no such file")
-            text, where = p.read_text(), str(p)
+        data, where = load_json(path, "airtp.dose", "hu_to_density.json", "HU-to-density", DoseError)
         try:
-            data = json.loads(text)
             return cls(tuple(data["hu"]), tuple(data["relative_electron_density"]), str(data.get("name", "")), where)
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except (KeyError, TypeError) as exc:
             raise DoseError(f"HU-to-density file '{where}': malformed ({exc!r})") from None
 
     def __call__(self, hu) -> np.ndarray:
