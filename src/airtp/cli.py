@@ -15,6 +15,7 @@ from pathlib import Path
 from airtp import __version__
 from airtp.case import Case, Prescription
 from airtp.errors import AirtpError
+from airtp.planning.options import add_plan_options, plan_settings
 
 __all__ = ["main", "build_parser"]
 
@@ -73,26 +74,12 @@ def cmd_structures(args) -> int:
     return 0
 
 
-def _plan_settings(args):
-    from airtp.objectives import ObjectiveSet
-    from airtp.planning import PlanSettings
-
-    settings = PlanSettings(technique=args.technique, iterations=args.iterations, scorecard=args.scorecard,
-                            dose_grid_mm=args.dose_grid, rules=tuple(r for r in args.rules.split(",") if r),
-                            optimizer_options={"max_iterations": args.optimizer_iterations},
-                            deliverable=not getattr(args, "fluence_only", False),
-                            sequencer=getattr(args, "sequencer", None), machine=getattr(args, "machine", None))
-    if getattr(args, "objectives", None):
-        settings.objectives = ObjectiveSet.load(args.objectives)
-    return settings
-
-
 def _plan_and_write(case: Case, args) -> int:
     from airtp.planning import Progress, plan_case
     from airtp.planning.outputs import summary, write_plan
 
     progress = Progress(quiet=args.quiet)
-    result = plan_case(case, _plan_settings(args), progress)
+    result = plan_case(case, plan_settings(args), progress)
     out = write_plan(result, args.out)
     s = summary(result)
     if not args.quiet:
@@ -193,21 +180,8 @@ def cmd_demo(args) -> int:
     return status
 
 
-def _add_plan_options(p, technique_default="imrt9") -> None:
-    p.add_argument("--technique", default=technique_default, choices=["imrt9", "imrt15", "imrt7", "vmat"])
-    p.add_argument("--iterations", type=int, default=5, help="refinement iterations of Algorithm 1 (default 5)")
-    p.add_argument("--scorecard", help="scorecard name or JSON path (default: the site's)")
-    p.add_argument("--dose-grid", type=float, default=4.0, metavar="MM", help="dose grid spacing in mm (default 4)")
-    p.add_argument("--rules", default="dose2obj,scorecard2dose",
-                   help="objective-rule plugins of each iteration, comma-separated (default: dose2obj,scorecard2dose)")
-    p.add_argument("--optimizer-iterations", type=int, default=150, metavar="N",
-                   help="fluence-optimiser iterations per plan (default 150)")
-    p.add_argument("--sequencer", metavar="NAME",
-                   help="sequencer plugin: step-and-shoot, sliding-window, vmat, ... (default: vmat for VMAT, "
-                        "step-and-shoot otherwise)")
-    p.add_argument("--machine", metavar="FILE", help="machine description (JSON; default: TrueBeam, Millennium 120)")
-    p.add_argument("--fluence-only", action="store_true",
-                   help="stop at the ideal fluence: no sequencing, no deliverable plan")
+def _add_plan_options(p, objectives: bool = True) -> None:
+    add_plan_options(p, objectives=objectives)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
@@ -235,7 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="plan a case: helpers, beams, dose, Algorithm 1, outputs")
     p.add_argument("case", help="case file (.npz)")
     _add_plan_options(p)
-    p.add_argument("--objectives", metavar="FILE", help="initial objectives (JSON) replacing the site's defaults")
     p.add_argument("--prescription", action="append", metavar="NAME:GY[:FX]",
                    help="prescription replacing the file's (repeatable)")
     p.add_argument("--site", choices=["hn", "lung", "generic"], help="site replacing the file's")
@@ -247,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", action="store_true",
                    help="plan the shipped real patient (OpenKBP pt_48) instead, and compare with its reference plan")
     p.add_argument("--out", default="airtp-demo", help="folder for the outputs (default: airtp-demo)")
-    _add_plan_options(p)
+    _add_plan_options(p, objectives=False)
     p.set_defaults(func=cmd_demo)
 
     for module in _COMMAND_MODULES:

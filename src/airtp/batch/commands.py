@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from airtp.errors import BatchError
+from airtp.planning.options import add_plan_options, plan_settings
 
 __all__ = ["add_parsers", "cmd_batch", "cmd_phantoms"]
 
@@ -30,18 +31,6 @@ def _spacing(text: str):
     return values
 
 
-def _settings(args):
-    from airtp.objectives import ObjectiveSet
-    from airtp.planning import PlanSettings
-
-    settings = PlanSettings(iterations=args.iterations, scorecard=args.scorecard, dose_grid_mm=args.dose_grid,
-                            rules=tuple(r for r in args.rules.split(",") if r),
-                            optimizer_options={"max_iterations": args.optimizer_iterations})
-    if args.objectives:
-        settings.objectives = ObjectiveSet.load(args.objectives)
-    return settings
-
-
 def cmd_batch(args) -> int:
     from airtp.batch.figures import summary_table
     from airtp.batch.runner import BatchOptions, run_batch
@@ -51,7 +40,7 @@ def cmd_batch(args) -> int:
                            max_retries=args.max_retries, quiet=args.quiet, progress_interval_s=args.progress_interval)
     try:
         prescriptions = [Prescription.parse(p) for p in args.prescription or ()]
-        result = run_batch(args.cohort, args.techniques, args.out, _settings(args), options, dicom_site=args.site,
+        result = run_batch(args.cohort, args.techniques, args.out, plan_settings(args), options, dicom_site=args.site,
                            dicom_prescriptions=prescriptions)
     except KeyboardInterrupt:
         print(f"airtp: interrupted; finished plans are kept in {args.out}: run the same command to resume",
@@ -106,14 +95,7 @@ def add_parsers(subparsers) -> None:
     p.add_argument("--max-retries", type=int, default=2, metavar="N",
                    help="times a task is run again after its worker process died while planning it; "
                         "then it is recorded as failed (default 2)")
-    p.add_argument("--iterations", type=int, default=5, help="refinement iterations of Algorithm 1 (default 5)")
-    p.add_argument("--scorecard", help="scorecard name or JSON path (default: each case's site's)")
-    p.add_argument("--dose-grid", type=float, default=4.0, metavar="MM", help="dose grid spacing in mm (default 4)")
-    p.add_argument("--rules", default="dose2obj,scorecard2dose",
-                   help="objective-rule plugins of each iteration, comma-separated (default: dose2obj,scorecard2dose)")
-    p.add_argument("--optimizer-iterations", type=int, default=150, metavar="N",
-                   help="fluence-optimiser iterations per plan (default 150)")
-    p.add_argument("--objectives", metavar="FILE", help="initial objectives (JSON) replacing the sites' defaults")
+    add_plan_options(p, technique=False)
     p.add_argument("--site", choices=["hn", "lung", "generic"],
                    help="site of the DICOM cases (default generic); case files carry their own")
     p.add_argument("--prescription", action="append", metavar="NAME:GY[:FX]",
