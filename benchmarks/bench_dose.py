@@ -1,12 +1,12 @@
 """Dose-influence matrix: AIRTP's native pencil beam vs pyRadPlan, side by side.
 
-    python benchmarks/bench_dose.py [--grid 3] [--skip-pyradplan]
+    python benchmarks/bench_dose.py [--grid 3] [--repeat 2] [--skip-pyradplan]
 
 Setup: 9 equispaced coplanar beams, 5 mm beamlets, 3 mm dose grid. When
 `pyRadPlan` is importable, both engines run on pyRadPlan's TG-119 phantom
 (`load_tg119()`, target OuterTarget), each in its own process, and the script
 prints wall time, peak resident memory of that process, beamlets, nonzeros and
-the ratios. Without pyRadPlan it times AIRTP alone on the synthetic
+the ratios, for the fastest of ``--repeat`` runs of each. Without pyRadPlan it times AIRTP alone on the synthetic
 head-and-neck patient (`airtp.phantoms.head_neck(n_ptv=3, seed=0)`), or on a
 water box when that is not importable.
 
@@ -135,16 +135,31 @@ def in_process(target, *args) -> dict:
     return out
 
 
+def fastest(runs: list[dict]) -> dict:
+    """The fastest of repeated runs (each in a fresh process), with every run's time kept.
+
+    On a virtual machine the first touch of memory just released by another
+    process can cost seconds (the host backs the pages again); the fastest of
+    a few runs measures the engine rather than that.
+    """
+    best = dict(min(runs, key=lambda r: r["time_s"]))
+    best["all_times_s"] = [r["time_s"] for r in runs]
+    return best
+
+
 def show(r: dict) -> None:
     print(f"{r['engine']:>10} on {r['phantom']}: {r['time_s']:8.2f} s (CPU {r['cpu_s']:.1f} s)  peak RSS {r['peak_rss_mb']:8.0f} MB "
           f"(before: {r['rss_before_mb']:.0f} MB)  beamlets {r['beamlets']:6d}  nonzeros {r['nnz'] / 1e6:7.1f} M  "
-          f"voxels {r['voxels']}" + (f"  [{r['backend']}, matrix {r['matrix_mb']:.0f} MB, {r['timings']}]" if "backend" in r else ""))
+          f"voxels {r['voxels']}  runs {', '.join(f'{t:.2f}' for t in r.get('all_times_s', [r['time_s']]))} s"
+          + (f"  [{r['backend']}, matrix {r['matrix_mb']:.0f} MB, {r['timings']}]" if "backend" in r else ""))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--grid", type=float, default=3.0, help="dose grid spacing, mm (default 3)")
     ap.add_argument("--skip-pyradplan", action="store_true", help="time AIRTP alone even when pyRadPlan is installed")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each engine, each in a fresh process; the fastest "
+                    "is compared (default 2)")
     args = ap.parse_args(argv)
     from airtp import _core
 
@@ -161,9 +176,9 @@ def main(argv=None) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             path = in_process(convert_tg119, f"{tmp}/tg119.npz")
-            ours = in_process(run_airtp, path, args.grid)
+            ours = fastest([in_process(run_airtp, path, args.grid) for _ in range(args.repeat)])
         show(ours)
-        ref = in_process(run_pyradplan, args.grid)
+        ref = fastest([in_process(run_pyradplan, args.grid) for _ in range(args.repeat)])
         show(ref)
         print(f"speed-up {ref['time_s'] / ours['time_s']:.1f}x wall, {ref['cpu_s'] / ours['cpu_s']:.1f}x CPU time "
               f"(goal >= 20x), memory ratio "
@@ -176,7 +191,7 @@ def main(argv=None) -> int:
     except ImportError:
         which = "water"
     print("pyRadPlan not installed: timing AIRTP alone")
-    show(in_process(run_airtp, which, args.grid))
+    show(fastest([in_process(run_airtp, which, args.grid) for _ in range(args.repeat)]))
     return 0
 
 

@@ -347,11 +347,10 @@ py::tuple pencil_influence(const py::dict& problem, bool use_cuda) {
     } else
 #endif
     {
-        std::vector<float> depth(size_t(P.nbeams) * P.nvox);
         airtp::CscPlan plan;
         {
             py::gil_scoped_release release;
-            plan = airtp::influence_count(P, depth.data());  // also fills depth
+            plan = airtp::influence_count(P);
         }
         const int64_t nnz = plan.colptr[P.ncols];
         rows = py::array_t<int32_t>(nnz);
@@ -361,7 +360,7 @@ py::tuple pencil_influence(const py::dict& problem, bool use_cuda) {
             int32_t* r = rows.mutable_data();
             float* v = vals.mutable_data();
             py::gil_scoped_release release;
-            airtp::influence_fill(P, depth.data(), plan, r, v);
+            airtp::influence_fill(P, plan, r, v);
         }
     }
     (void)use_cuda;

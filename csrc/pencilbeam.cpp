@@ -19,7 +19,7 @@ namespace {
 
 // Chunks of consecutive voxels: many small ones, so that the pairs of one
 // chunk fit in cache while they are regrouped by column, but no more than
-// keeps the (chunks x columns) offset table within 64 MB.
+// keeps the (chunks x columns) offset table within 32 MB.
 int64_t n_chunks(int64_t nvox, int64_t ncols) {
     const int64_t least = 8 * int64_t(omp_get_max_threads());
     const int64_t by_size = nvox / 1024;
@@ -148,17 +148,18 @@ void beam_depths(const InfluenceProblem& P, float* depth) {
     }
 }
 
-CscPlan influence_count(const InfluenceProblem& P, float* depth) {
+CscPlan influence_count(const InfluenceProblem& P) {
     CscPlan plan;
     const int64_t nch = n_chunks(P.nvox, P.ncols), nc = P.ncols;
-    const float nan = std::numeric_limits<float>::quiet_NaN();
     plan.chunk_begin.resize(nch + 1);
     for (int64_t c = 0; c <= nch; ++c) plan.chunk_begin[c] = P.nvox * c / nch;
     plan.offsets.assign(size_t(nch * nc), 0);
-    erf_table();  // build before the parallel region
+    plan.reached.assign(size_t(P.nbeams) * P.nvox, 0);
+    std::vector<int64_t> chunk_pairs(nch);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t ch = 0; ch < nch; ++ch) {
-        int64_t* cnt = plan.offsets.data() + ch * nc;
+        int32_t* cnt = plan.offsets.data() + ch * nc;
+        int64_t pairs = 0;
         for (int64_t i = plan.chunk_begin[ch]; i < plan.chunk_begin[ch + 1]; ++i) {
             double p[3];
             voxel_centre(P.dose, P.voxels[i], p);
@@ -168,60 +169,62 @@ CscPlan influence_count(const InfluenceProblem& P, float* depth) {
                     ++cnt[col];
                     ++n;
                 });
-                depth[int64_t(b) * P.nvox + i] = n ? float(siddon_path(P.rho, P.ct, P.beams[b].source, p)) : nan;
+                plan.reached[int64_t(i) * P.nbeams + b] = n > 0;
+                pairs += n;
             }
         }
+        chunk_pairs[ch] = pairs;
     }
+    plan.max_chunk_pairs = *std::max_element(chunk_pairs.begin(), chunk_pairs.end());
     plan.colptr.assign(nc + 1, 0);
-    // counts -> absolute write offsets, column by column, chunks in order
+    // per-chunk counts -> each chunk's first position within the column
 #pragma omp parallel for schedule(static)
     for (int64_t col = 0; col < nc; ++col) {
-        int64_t total = 0;
-        for (int64_t ch = 0; ch < nch; ++ch) total += plan.offsets[ch * nc + col];
-        plan.colptr[col + 1] = total;
-    }
-    for (int64_t col = 0; col < nc; ++col) plan.colptr[col + 1] += plan.colptr[col];
-#pragma omp parallel for schedule(static)
-    for (int64_t col = 0; col < nc; ++col) {
-        int64_t run = plan.colptr[col];
+        int64_t run = 0;
         for (int64_t ch = 0; ch < nch; ++ch) {
-            const int64_t c = plan.offsets[ch * nc + col];
-            plan.offsets[ch * nc + col] = run;
+            const int32_t c = plan.offsets[ch * nc + col];
+            plan.offsets[ch * nc + col] = int32_t(run);
             run += c;
         }
+        plan.colptr[col + 1] = run;
     }
+    for (int64_t col = 0; col < nc; ++col) plan.colptr[col + 1] += plan.colptr[col];
     return plan;
 }
 
-void influence_fill(const InfluenceProblem& P, const float* depth, const CscPlan& plan, int32_t* rows, float* vals) {
+void influence_fill(const InfluenceProblem& P, const CscPlan& plan, int32_t* rows, float* vals) {
     const int64_t nch = int64_t(plan.chunk_begin.size()) - 1, nc = P.ncols;
     const int64_t nnz = plan.colptr[nc];
     advise_huge_pages(rows, size_t(nnz) * sizeof(int32_t));
     advise_huge_pages(vals, size_t(nnz) * sizeof(float));
+    erf_table();  // build before the parallel region
 #pragma omp parallel
     {
         AxisFactors fx, fy;
         std::vector<int64_t> cursor(nc), start(nc + 1);
-        std::vector<int32_t> lrows;
-        std::vector<float> lvals;
+        // sized once for the largest chunk: growing them chunk by chunk left
+        // the outgrown blocks in the thread's heap, tens of MB of peak memory
+        std::vector<int32_t> lrows(plan.max_chunk_pairs);
+        std::vector<float> lvals(plan.max_chunk_pairs);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t ch = 0; ch < nch; ++ch) {
-            // this chunk's pairs of column c go to global [offsets[ch][c], end) ...
-            const int64_t* off = plan.offsets.data() + ch * nc;
-            const int64_t* next = ch + 1 < nch ? off + nc : plan.colptr.data() + 1;
+            // this chunk's pairs of column c go to colptr[c] + [off[c], next[c]) ...
+            const int32_t* off = plan.offsets.data() + ch * nc;
             start[0] = 0;
-            for (int64_t c = 0; c < nc; ++c) start[c + 1] = start[c] + (next[c] - off[c]);
+            for (int64_t c = 0; c < nc; ++c) {
+                const int64_t next = ch + 1 < nch ? int64_t(off[c + nc]) : plan.colptr[c + 1] - plan.colptr[c];
+                start[c + 1] = start[c] + (next - off[c]);
+            }
             // ... and are first grouped by column in a local buffer
-            lrows.resize(start[nc]);
-            lvals.resize(start[nc]);
             std::copy(start.begin(), start.end() - 1, cursor.begin());
             for (int64_t i = plan.chunk_begin[ch]; i < plan.chunk_begin[ch + 1]; ++i) {
                 double p[3];
                 voxel_centre(P.dose, P.voxels[i], p);
                 for (int32_t b = 0; b < P.nbeams; ++b) {
-                    const float d = depth[int64_t(b) * P.nvox + i];
-                    if (std::isnan(d)) continue;
-                    voxel_pairs(P, P.beams[b], p, d, fx, fy, [&](int32_t col, double v) {
+                    if (!plan.reached[int64_t(i) * P.nbeams + b]) continue;
+                    const BeamGeometry& bm = P.beams[b];
+                    const double d = double(float(siddon_path(P.rho, P.ct, bm.source, p)));
+                    voxel_pairs(P, bm, p, d, fx, fy, [&](int32_t col, double v) {
                         const int64_t k = cursor[col]++;
                         lrows[k] = int32_t(i);
                         lvals[k] = float(v);
@@ -231,8 +234,9 @@ void influence_fill(const InfluenceProblem& P, const float* depth, const CscPlan
             for (int64_t c = 0; c < nc; ++c) {
                 const int64_t n = start[c + 1] - start[c];
                 if (n == 0) continue;
-                std::copy(lrows.begin() + start[c], lrows.begin() + start[c + 1], rows + off[c]);
-                std::copy(lvals.begin() + start[c], lvals.begin() + start[c + 1], vals + off[c]);
+                const int64_t dst = plan.colptr[c] + off[c];
+                std::copy(lrows.begin() + start[c], lrows.begin() + start[c + 1], rows + dst);
+                std::copy(lvals.begin() + start[c], lvals.begin() + start[c + 1], vals + dst);
             }
         }
     }

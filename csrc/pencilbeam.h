@@ -146,18 +146,23 @@ AIRTP_HD inline bool reaches_any(const InfluenceProblem& P, const BeamGeometry& 
 // where no active beamlet reaches the voxel within the cut-off.
 void beam_depths(const InfluenceProblem& P, float* depth);
 
-// Counting pass: column pointers (ncols + 1) and the per-chunk write offsets
-// that make the fill pass write every column's rows in increasing order; it
-// also writes the radiological depths (as beam_depths) into depth.
+// Counting pass (geometry only): column pointers (ncols + 1), the per-chunk
+// positions within each column that make the fill pass write every column's
+// rows in increasing order, and which (voxel, beam) pairs any active beamlet
+// reaches within the cut-off.
 struct CscPlan {
     std::vector<int64_t> colptr;        // ncols + 1
     std::vector<int64_t> chunk_begin;   // nchunks + 1 voxel positions
-    std::vector<int64_t> offsets;       // (nchunks, ncols) first write position
+    std::vector<int32_t> offsets;       // (nchunks, ncols) first position within the column
+    std::vector<uint8_t> reached;       // (nvox, nbeams)
+    int64_t max_chunk_pairs = 0;        // pairs of the largest chunk
 };
-CscPlan influence_count(const InfluenceProblem& P, float* depth);
+CscPlan influence_count(const InfluenceProblem& P);
 
-// Filling pass: rows (voxel positions) and float32 values of every pair.
-void influence_fill(const InfluenceProblem& P, const float* depth, const CscPlan& plan, int32_t* rows, float* vals);
+// Filling pass: rows (voxel positions) and float32 values of every pair; the
+// radiological depth of each reached (voxel, beam) is traced here, so no
+// depth array is held beside the matrix.
+void influence_fill(const InfluenceProblem& P, const CscPlan& plan, int32_t* rows, float* vals);
 
 // Dose (nvox) of beamlet weights (ncols) without storing the matrix.
 void fluence_dose(const InfluenceProblem& P, const float* depth, const float* weights, float* out);

@@ -52,8 +52,13 @@ AIRTP_HD inline double siddon_path(const float* rho, const VoxelGrid& g, const d
         }
     }
     if (!(amin < amax)) return 0.0;
-    int64_t idx[3], step[3];
+    // Per axis: first voxel, the alpha of the next plane crossing, the alpha
+    // between crossings, the flat-index stride of a step and the steps left
+    // before the ray leaves the grid. Scalars rather than arrays indexed by
+    // the stepping axis, so that the loop state stays in registers.
+    int64_t idx[3], stride[3], left[3];
     double anext[3], dalpha[3];
+    const int64_t flat_stride[3] = {n[1] * n[2], n[2], 1};
     for (int k = 0; k < 3; ++k) {
         const double t = (a[k] + amin * dir[k] - lo[k]) / g.spacing[k];
         int64_t i = dir[k] > 0.0 ? int64_t(floor(t)) : int64_t(ceil(t)) - 1;
@@ -61,30 +66,50 @@ AIRTP_HD inline double siddon_path(const float* rho, const VoxelGrid& g, const d
         i = i < 0 ? 0 : (i >= n[k] ? n[k] - 1 : i);
         idx[k] = i;
         if (dir[k] > 0.0) {
-            step[k] = 1;
+            stride[k] = flat_stride[k];
+            left[k] = n[k] - 1 - i;
             anext[k] = (lo[k] + double(i + 1) * g.spacing[k] - a[k]) / dir[k];
             dalpha[k] = g.spacing[k] / dir[k];
         } else if (dir[k] < 0.0) {
-            step[k] = -1;
+            stride[k] = -flat_stride[k];
+            left[k] = i;
             anext[k] = (lo[k] + double(i) * g.spacing[k] - a[k]) / dir[k];
             dalpha[k] = -g.spacing[k] / dir[k];
         } else {
-            step[k] = 0;
+            stride[k] = 0;
+            left[k] = INT64_MAX;
             anext[k] = INFINITY;
             dalpha[k] = INFINITY;
         }
     }
+    double n0 = anext[0], n1 = anext[1], n2 = anext[2];
+    int64_t l0 = left[0], l1 = left[1], l2 = left[2];
+    int64_t f = (idx[0] * n[1] + idx[1]) * n[2] + idx[2];
     double sum = 0.0, ac = amin;
+    // The axis whose plane comes first steps (ties: the lower axis, z before
+    // y before x); the loop ends at the point or where the ray leaves the grid.
     while (ac < amax) {
-        int k = 0;
-        if (anext[1] < anext[k]) k = 1;
-        if (anext[2] < anext[k]) k = 2;
-        const double an = dmin(anext[k], amax);
-        sum += (an - ac) * double(rho[(idx[0] * n[1] + idx[1]) * n[2] + idx[2]]);
+        double an;
+        if (n0 <= n1 && n0 <= n2) {
+            an = dmin(n0, amax);
+            sum += (an - ac) * double(rho[f]);
+            f += stride[0];
+            n0 += dalpha[0];
+            if (--l0 < 0) break;
+        } else if (n1 <= n2) {
+            an = dmin(n1, amax);
+            sum += (an - ac) * double(rho[f]);
+            f += stride[1];
+            n1 += dalpha[1];
+            if (--l1 < 0) break;
+        } else {
+            an = dmin(n2, amax);
+            sum += (an - ac) * double(rho[f]);
+            f += stride[2];
+            n2 += dalpha[2];
+            if (--l2 < 0) break;
+        }
         ac = an;
-        idx[k] += step[k];
-        anext[k] += dalpha[k];
-        if (idx[k] < 0 || idx[k] >= n[k]) break;
     }
     return sum * sqrt(len2);
 }

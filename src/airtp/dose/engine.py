@@ -311,6 +311,7 @@ def dose_influence(
         if np.any(z <= 0):
             raise BeamError(f"beam '{b.name}': target '{', '.join(tnames)}' reaches behind the source")
         grids.append(BeamletGrid.covering(bx, by, beamlet_mm, margin_mm))
+    del tmask, tpts, bx, by, z  # the matrix is the peak: hold nothing else that is large while it is built
     problem, ncols = _problem(s, beams, grids)
     use_cuda = _use_cuda(backend, s.voxels.size * len(beams))
     t1 = time.perf_counter()
