@@ -55,9 +55,12 @@ def test_demo_builds_case_with_helpers(tmp_path):
     assert {"PTVHigh", "PTVMid", "PTVLow", "PTVTotal", "RingPTVHigh"} <= set(case.structures)
     assert all(m.any() for m in case.structures.values())
     summary = json.loads((tmp_path / "demo" / "plan" / "summary.json").read_text())
-    # Refinement keeps the best iteration, so the ideal fluence never loses to the initial plan; the
-    # deliverable plan is scored on its own (issue goal: a mean drop under 2 points).
-    assert summary["case"] == case.patient_id and summary["score_ideal"] >= summary["score_initial"]
+    # Refinement keeps the best iteration, so the ideal fluence never loses to the initial plan's unless
+    # that failed the quality filter; the deliverable plan is scored on its own (issue goal: a mean drop
+    # under 2 points).
+    assert summary["case"] == case.patient_id
+    if summary["quality_filter_trajectory"][0]:
+        assert summary["score_ideal"] >= summary["score_initial_ideal"]
     assert summary["delivery"]["deliverable"] is True and abs(summary["delivery"]["score_drop"]) < 5.0
     assert (tmp_path / "demo" / "plan" / "report.html").is_file()
 

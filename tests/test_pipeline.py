@@ -110,8 +110,18 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     case, result, _ = planned
     scores = result.score_trajectory
     assert 2 <= len(scores) <= 3 and all(np.isfinite(scores))
-    assert result.best == int(np.argmax(scores))
-    assert result.final.score == max(scores)
+    # the best is the highest score among the iterations whose PTV70 passes the GDP-HMM filter (checked
+    # here from the DVHs, not through airtp.planning.quality), the highest overall when none does
+    passing = []
+    for it in result.iterations:
+        d = compute_dvhs(it.dose, {"PTV70": case.structures["PTV70"]}, grid=case.grid)["PTV70"]
+        d95 = d.dose_at_percent(95)
+        passing.append(d.dose_at_percent(5) / d95 < 1.07 and d.max_gy / d95 < 1.12)
+    candidates = [i for i in range(len(scores)) if passing[i]] or list(range(len(scores)))
+    # ... unless sequencing changed the choice, which the warnings then say
+    assert result.best == max(candidates, key=lambda i: scores[i]) or any(
+        "deliverable plan of iteration" in w for w in result.warnings)
+    assert result.final.score == scores[result.best]
     # iterations use the rules' objectives: many more than the initial ones
     assert len(result.iterations[1].objectives) > len(result.iterations[0].objectives)
     # the plan is normalised on the case grid: D95 of the highest target = its prescription, for the ideal
@@ -167,6 +177,12 @@ def test_deliverable_plan_by_default(planned):
     dose_grid = make_dose_grid(case.grid, FAST["dose_grid_mm"])
     np.testing.assert_allclose(resample(dose, dose_grid, case.grid), saved, atol=1e-3 * saved.max())
     assert not np.allclose(saved, result.final.dose, atol=1e-3 * saved.max())  # not the ideal fluence's dose
+    # the initial plan is delivered too: initial and final scores compare deliverable plans, and the plan
+    # kept is never one the initial plan's deliverable plan beats
+    assert s["score_initial"] == pytest.approx(result.initial_delivery.score)
+    assert s["score_initial_ideal"] == pytest.approx(result.initial.score)
+    assert not result.initial_delivery.preferred_to(result.delivery)
+    assert (result.initial_delivery is result.delivery) == (result.best == 0)
 
 
 def test_vmat_plan_has_control_points_and_fluence_only_has_none(tmp_path):
@@ -269,3 +285,27 @@ def test_initial_goal_is_where_an_item_has_lost_a_fifth_of_its_score():
     flat = ScoreItem("Brain", "DoseAtVolume", 0.03, "cc", "Gy",
                      [ScorePoint(0.0, 2.0), ScorePoint(50.0, 2.0), ScorePoint(60.0, 0.0)])
     assert _goal(flat) == pytest.approx(52.0)
+
+
+def test_quality_filter_decides_before_the_score():
+    from types import SimpleNamespace
+
+    from airtp.planning.pipeline import Iteration
+    from airtp.planning.quality import meets_quality_filter
+
+    def metrics(r5, rmax):
+        return {"PTV70": {"d5_over_d95": r5, "dmax_over_d95": rmax}, "PTV56": {"d5_over_d95": 1.5, "dmax_over_d95": 2.0}}
+
+    # only the highest-dose target (the first) is filtered; the limits are strict
+    assert meets_quality_filter(metrics(1.069, 1.119))
+    assert not meets_quality_filter(metrics(1.07, 1.10))
+    assert not meets_quality_filter(metrics(1.05, 1.12))
+    assert not meets_quality_filter(metrics(None, None))
+
+    def iteration(score, r5):
+        return Iteration(None, None, None, SimpleNamespace(total=score), 0.0, metrics(r5, 1.10))
+
+    homogeneous, hot = iteration(100.0, 1.05), iteration(110.0, 1.09)
+    assert homogeneous.preferred_to(hot) and not hot.preferred_to(homogeneous)
+    assert iteration(101.0, 1.05).preferred_to(homogeneous) and not homogeneous.preferred_to(iteration(101.0, 1.05))
+    assert iteration(111.0, 1.09).preferred_to(hot)  # neither passes: the score decides

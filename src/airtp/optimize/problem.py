@@ -34,6 +34,7 @@ class PlanningProblem:
     prescriptions: list[Prescription]
     case_id: str = ""
     transition_mm: float = 0.0
+    transition_exempt: tuple = ()  # name prefixes of structures that keep their voxels in the transition zone
     _rows: dict = field(default_factory=dict, init=False, repr=False)
     _target_distance: np.ndarray | None = field(default=None, init=False, repr=False)
 
@@ -79,6 +80,8 @@ class PlanningProblem:
         (PTV*, CTV*, ...) keep all their voxels. With ``transition_mm`` > 0,
         organ voxels closer than that to a target are left out as well: the
         dose fall-off zone that no objective can move without losing coverage.
+        Structures named with a prefix in ``transition_exempt`` keep those
+        voxels (the reproduction's dose bands, which describe that fall-off).
         """
         found = self.structures.find(name)
         if found is None:
@@ -87,7 +90,7 @@ class PlanningProblem:
             rows = self._mask_rows(found)
             if not self.is_target(found):
                 rows = np.setdiff1d(rows, self.target_rows(), assume_unique=True)
-                if self.transition_mm > 0:
+                if self.transition_mm > 0 and not found.startswith(tuple(self.transition_exempt)):
                     rows = rows[self.target_distance_mm()[rows] > self.transition_mm]
             self._rows[found] = rows
         return self._rows[found]

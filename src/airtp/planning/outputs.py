@@ -7,7 +7,7 @@ MLC, jaws, MU; :class:`airtp.sequencing.DeliveryPlan`), ``dose.npy`` (Gy,
 case grid: the deliverable plan's dose, or the ideal fluence's for a
 fluence-only plan), ``case.npz`` (the case with its helper
 structures, so the folder stands alone for export), ``scorecard.txt`` and
-``scorecard.json`` (initial, ideal final and deliverable reports), and ``report.html`` with its
+``scorecard.json`` (initial and final reports, each as ideal fluence and deliverable), and ``report.html`` with its
 PNG figures. Everything is written into a temporary folder beside DIR and
 renamed into place at the end, so a crash never leaves a plan that looks
 complete.
@@ -24,22 +24,9 @@ from airtp import __version__
 from airtp.case import atomic_folder
 from airtp.evaluation.dvh import compute_dvhs
 from airtp.planning.pipeline import PlanResult
+from airtp.planning.quality import meets_quality_filter, target_metrics
 
 __all__ = ["summary", "write_plan"]
-
-
-def _target_metrics(result: PlanResult, dose: np.ndarray) -> dict:
-    case = result.case
-    names = [p.structure for p in case.prescriptions_by_dose()]
-    dvhs = compute_dvhs(dose, {n: case.structures[n] for n in names}, grid=case.grid)
-    out = {}
-    for p in case.prescriptions_by_dose():
-        d = dvhs[p.structure]
-        d95, d5, dmax = float(d.dose_at_percent(95)), float(d.dose_at_percent(5)), float(d.max_gy)
-        out[p.structure] = {"prescription_gy": p.dose_gy, "D95_gy": d95, "D5_gy": d5, "Dmax_gy": dmax,
-                            "d5_over_d95": d5 / d95 if d95 > 0 else None,
-                            "dmax_over_d95": dmax / d95 if d95 > 0 else None}
-    return out
 
 
 def _delivery(result: PlanResult) -> dict:
@@ -66,25 +53,33 @@ def summary(result: PlanResult) -> dict:
     """The plan's summary: scores, trajectory, target metrics, delivery, timings, software version.
 
     ``score_final`` is the plan's score: the deliverable plan's when there
-    is one (``score_ideal`` is then the best iteration's ideal fluence).
+    is one (``score_ideal`` is then the best iteration's ideal fluence);
+    ``score_initial`` is the initial plan's of the same kind
+    (``score_initial_ideal``: its ideal fluence's).
+    ``quality_filter``: whether the plan's highest-dose target passes the
+    GDP-HMM filter (:mod:`airtp.planning.quality`).
     """
     case, final = result.case, result.final
     report = result.plan_report
+    targets = target_metrics(case, result.plan_dose)
     return {
         "case": case.patient_id,
         "site": case.site,
         "technique": result.settings.technique,
         "template": result.setup.template,
         "n_beams": len(result.setup.beams),
-        "score_initial": result.initial.score,
+        "score_initial": result.initial_plan_score,
+        "score_initial_ideal": result.initial.score,
         "score_final": result.plan_score,
         "score_ideal": final.score,
         "score_max": report.max_total if report is not None else None,
         "score_trajectory": result.score_trajectory,
+        "quality_filter_trajectory": [it.meets_quality_filter for it in result.iterations],
         "best_iteration": result.best,
         "deliverable": result.delivery is not None and result.delivery.plan.deliverable,
         "delivery": _delivery(result) if result.delivery is not None else None,
-        "targets": _target_metrics(result, result.plan_dose),
+        "targets": targets,
+        "quality_filter": meets_quality_filter(targets),
         "timings_s": {**result.timings, "iterations": [it.seconds for it in result.iterations]},
         "optimizer": final.result.target,
         "warnings": result.warnings,
@@ -121,22 +116,27 @@ def _write_files(result: PlanResult, folder: Path) -> None:
     np.savez_compressed(folder / "fluences.npz", **{b.name: f for b, f in zip(result.setup.beams, final.result.fluences)})
     plan_report = result.plan_report
     if plan_report is not None:
-        text = "Initial plan\n" + initial.report.table() + "\n\n"
+        if result.initial_delivery is not None:
+            text = "Initial plan, ideal fluence\n" + initial.report.table() + "\n\nInitial plan, deliverable\n" \
+                + result.initial_plan_report.table() + "\n\n"
+        else:
+            text = "Initial plan\n" + initial.report.table() + "\n\n"
         if result.delivery is not None:
             text += "Final plan, ideal fluence\n" + final.report.table() + "\n\nFinal plan, deliverable\n"
         else:
             text += "Final plan\n"
         (folder / "scorecard.txt").write_text(text + plan_report.table() + "\n")
         (folder / "scorecard.json").write_text(json.dumps(
-            {"initial": initial.report.to_dict(), "final": plan_report.to_dict(), "ideal": final.report.to_dict()},
+            {"initial": result.initial_plan_report.to_dict(), "initial_ideal": initial.report.to_dict(),
+             "final": plan_report.to_dict(), "ideal": final.report.to_dict()},
             indent=2))
     # DVH figure and table: the patient's own structures (the scorecard lists the helpers)
     made = {e.name for e in result.recipe.report if e.status == "made"} if result.recipe else set()
     shown = [n for n in result.case.structures if n != "Body" and n not in made]
     dvhs = compute_dvhs(result.plan_dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
-    ref = compute_dvhs(initial.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
+    ref = compute_dvhs(result.initial_plan_dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
     write_report(folder, case=result.case, dose=result.plan_dose, dvhs=dvhs, reference_dvhs=ref,
-                 score_initial=initial.report, score_final=plan_report, summary=summary(result))
+                 score_initial=result.initial_plan_report, score_final=plan_report, summary=summary(result))
 
 
 def write_plan(result: PlanResult, out_dir, extra=None) -> Path:
