@@ -275,13 +275,21 @@ def test_benchmark_reproduce_hook_compares_the_reproduction_like_the_plan(tmp_pa
     monkeypatch.setattr(reproduce, "reproduce", Stub)
     bench = load_benchmark()
     doc = bench.main(["--data", str(DATA), "--ids", "pt_48", "--iterations", "0", "--dose-grid", "8",
-                      "--optimizer-iterations", "20", "--out", str(tmp_path), "--reproduce", "--reproduce-rounds", "1"])
+                      "--optimizer-iterations", "20", "--out", str(tmp_path), "--reproduce", "--reproduce-rounds", "1",
+                      "--reproduce-dose-grid", "6"])
     (case, settings), = calls
     assert "Parotid_L" in case.structures and "LeftParotid" not in case.structures  # harmonised first
-    assert (settings.technique, settings.dose_grid_mm, settings.rounds) == ("imrt9", 8.0, 1)
+    assert (settings.technique, settings.dose_grid_mm, settings.rounds) == ("imrt9", 6.0, 1)
     rec = doc["patients"][0]
     rep = rec["reproduce"]["comparison"]
     assert set(rep["difference"]) == set(rec["comparison"]["difference"])  # same structures, same metrics
     for k, d in rep["difference"].items():
         assert abs(d) < 0.1, k  # the reference itself, once normalised, reproduces the reference
     assert Path(rec["reproduce"]["figure"]).is_file() and "reproduce_metrics" in doc["summary"]
+
+    # reproduction alone: no plan, the same reproduction record and summary
+    only = bench.main(["--data", str(DATA), "--ids", "pt_48", "--out", str(tmp_path / "only"), "--reproduce-only",
+                       "--reproduce-dose-grid", "8"])
+    rec = only["patients"][0]
+    assert "comparison" not in rec and set(rec["reproduce"]["comparison"]["difference"]) == set(rep["difference"])
+    assert only["summary"]["planned"] == 0 and only["summary"]["reproduce_dose_score_gy_median"] < 0.1

@@ -60,7 +60,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--no-dose-shells", action="store_true",
                    help="no dose-shell helpers (bands of the reference dose in normal tissue): organ and recipe-helper "
                         "objectives only")
-    p.add_argument("--dose-grid", type=float, default=4.0, metavar="MM", help="dose grid spacing in mm (default 4)")
+    p.add_argument("--dose-grid", type=float, default=3.0, metavar="MM",
+                   help="dose grid spacing in mm (default 3, as ReproduceSettings: a reference is reproduced voxel "
+                        "by voxel)")
     p.add_argument("--optimizer-iterations", type=int, default=150, metavar="N",
                    help="fluence-optimiser iterations per plan (default 150)")
     p.add_argument("--prescription", action="append", metavar="NAME:GY[:FX]",

@@ -380,7 +380,11 @@ class ReproduceSettings:
         For the scorecard2dose rule; default the site's.
     rules : tuple of str
         Objective-rule plugins run on the reference.
-    dose_grid_mm, optimizer, optimizer_options, transition_mm :
+    dose_grid_mm : float or None
+        Dose grid (default 3 mm, finer than planning's 4 mm: a reference is
+        reproduced voxel by voxel; OpenKBP pt_1, 4 -> 3 mm: dose score 2.64
+        -> 1.98 Gy, gamma 3 %/3 mm 88.6 -> 92.9 %).
+    optimizer, optimizer_options, transition_mm :
         As :class:`~airtp.planning.pipeline.PlanSettings`.
     dose_shells : bool
         Add the dose-shell helpers and their objectives (step 4).
@@ -397,7 +401,7 @@ class ReproduceSettings:
     gain: float = 1.0
     scorecard: str | None = None
     rules: tuple = ("dose2obj", "scorecard2dose")
-    dose_grid_mm: float | None = 4.0
+    dose_grid_mm: float | None = 3.0
     optimizer: str = "builtin"
     optimizer_options: dict = field(default_factory=lambda: {"max_iterations": 150})
     transition_mm: float = 10.0
