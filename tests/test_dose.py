@@ -102,12 +102,13 @@ def test_siddon_matches_reference():
     rng = np.random.default_rng(1)
     grid = Grid((7, 9, 8), (3.0, 2.0, 2.5), (-9.0, -8.0, -9.0))
     rho = rng.uniform(0, 2, grid.shape).astype(np.float32)
-    src = np.array([40.0, -300.0, 25.0])
-    pts = rng.uniform(-12, 12, (40, 3))
+    pts = rng.uniform(-12, 12, (40, 3))  # some beyond the grid: the ray leaves it before the point
     pts[:5] = grid.index_to_mm([[0, 0, 0], [6, 8, 7], [3, 4, 4], [6, 0, 7], [0, 8, 0]])
-    got = _core.radiological_path(rho, grid.origin_mm, grid.spacing_mm, src, pts)
-    want = [siddon_reference(rho, grid, src, p) for p in pts]
-    assert np.allclose(got, want, rtol=1e-9, atol=1e-9)
+    # sources on every side, so that rays step both ways along each axis and leave through each face
+    for src in ([40.0, -300.0, 25.0], [-35.0, 280.0, -20.0], [300.0, 10.0, -30.0], [-20.0, 30.0, 310.0]):
+        got = _core.radiological_path(rho, grid.origin_mm, grid.spacing_mm, np.array(src), pts)
+        want = [siddon_reference(rho, grid, np.array(src), p) for p in pts]
+        assert np.allclose(got, want, rtol=1e-9, atol=1e-9), src
     # axis-parallel ray through water: path length equals the distance inside the grid
     water = np.ones(grid.shape, np.float32)
     y_in = grid.origin_mm[1] - 1.0

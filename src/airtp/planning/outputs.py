@@ -24,7 +24,7 @@ from airtp import __version__
 from airtp.case import atomic_folder
 from airtp.evaluation.dvh import compute_dvhs
 from airtp.planning.pipeline import PlanResult
-from airtp.planning.quality import meets_quality_filter, target_metrics
+from airtp.planning.quality import meets_quality_filter
 
 __all__ = ["summary", "write_plan"]
 
@@ -61,14 +61,14 @@ def summary(result: PlanResult) -> dict:
     """
     case, final = result.case, result.final
     report = result.plan_report
-    targets = target_metrics(case, result.plan_dose)
+    targets = result.scored_plan.targets
     return {
         "case": case.patient_id,
         "site": case.site,
         "technique": result.settings.technique,
         "template": result.setup.template,
         "n_beams": len(result.setup.beams),
-        "score_initial": result.initial_plan_score,
+        "score_initial": result.scored_initial.score,
         "score_initial_ideal": result.initial.score,
         "score_final": result.plan_score,
         "score_ideal": final.score,
@@ -118,7 +118,7 @@ def _write_files(result: PlanResult, folder: Path) -> None:
     if plan_report is not None:
         if result.initial_delivery is not None:
             text = "Initial plan, ideal fluence\n" + initial.report.table() + "\n\nInitial plan, deliverable\n" \
-                + result.initial_plan_report.table() + "\n\n"
+                + result.scored_initial.report.table() + "\n\n"
         else:
             text = "Initial plan\n" + initial.report.table() + "\n\n"
         if result.delivery is not None:
@@ -127,16 +127,16 @@ def _write_files(result: PlanResult, folder: Path) -> None:
             text += "Final plan\n"
         (folder / "scorecard.txt").write_text(text + plan_report.table() + "\n")
         (folder / "scorecard.json").write_text(json.dumps(
-            {"initial": result.initial_plan_report.to_dict(), "initial_ideal": initial.report.to_dict(),
+            {"initial": result.scored_initial.report.to_dict(), "initial_ideal": initial.report.to_dict(),
              "final": plan_report.to_dict(), "ideal": final.report.to_dict()},
             indent=2))
     # DVH figure and table: the patient's own structures (the scorecard lists the helpers)
     made = {e.name for e in result.recipe.report if e.status == "made"} if result.recipe else set()
     shown = [n for n in result.case.structures if n != "Body" and n not in made]
     dvhs = compute_dvhs(result.plan_dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
-    ref = compute_dvhs(result.initial_plan_dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
+    ref = compute_dvhs(result.scored_initial.dose, {n: result.case.structures[n] for n in shown}, grid=result.case.grid)
     write_report(folder, case=result.case, dose=result.plan_dose, dvhs=dvhs, reference_dvhs=ref,
-                 score_initial=result.initial_plan_report, score_final=plan_report, summary=summary(result))
+                 score_initial=result.scored_initial.report, score_final=plan_report, summary=summary(result))
 
 
 def write_plan(result: PlanResult, out_dir, extra=None) -> Path:

@@ -158,7 +158,7 @@ class Iteration(_RankedPlan):
     dose: np.ndarray  # Gy on the case grid
     report: ScoreReport | None
     seconds: float
-    targets: dict = field(default_factory=dict)  # airtp.planning.quality.target_metrics of the dose
+    targets: dict  # airtp.planning.quality.target_metrics of the dose
 
 
 @dataclass
@@ -202,35 +202,31 @@ class PlanResult:
         return self.iterations[self.best]
 
     @property
-    def plan_dose(self) -> np.ndarray:
-        """The plan's dose (Gy, case grid): the deliverable plan's when there is one."""
-        return self.delivery.dose if self.delivery is not None else self.final.dose
-
-    @property
-    def plan_report(self) -> ScoreReport | None:
-        return self.delivery.report if self.delivery is not None else self.final.report
-
-    @property
-    def plan_score(self) -> float:
-        return self.delivery.score if self.delivery is not None else self.final.score
-
-    @property
     def initial(self) -> Iteration:
         return self.iterations[0]
 
     @property
-    def initial_plan_dose(self) -> np.ndarray:
-        """The initial plan's dose: its deliverable plan's when plans are sequenced, as :attr:`plan_dose`."""
-        return self.initial_delivery.dose if self.initial_delivery is not None else self.initial.dose
+    def scored_plan(self) -> Iteration | Delivery:
+        """The plan that is scored and saved: the deliverable plan when there is one, else the best iteration."""
+        return self.delivery if self.delivery is not None else self.final
 
     @property
-    def initial_plan_report(self) -> ScoreReport | None:
-        return self.initial_delivery.report if self.initial_delivery is not None else self.initial.report
+    def scored_initial(self) -> Iteration | Delivery:
+        """The initial plan, of the same kind as :attr:`scored_plan` (deliverable or ideal fluence)."""
+        return self.initial_delivery if self.initial_delivery is not None else self.initial
 
     @property
-    def initial_plan_score(self) -> float:
-        """The initial plan's score, of the same kind as :attr:`plan_score` (deliverable or ideal)."""
-        return self.initial_delivery.score if self.initial_delivery is not None else self.initial.score
+    def plan_dose(self) -> np.ndarray:
+        """The plan's dose (Gy, case grid): the deliverable plan's when there is one."""
+        return self.scored_plan.dose
+
+    @property
+    def plan_report(self) -> ScoreReport | None:
+        return self.scored_plan.report
+
+    @property
+    def plan_score(self) -> float:
+        return self.scored_plan.score
 
     @property
     def score_trajectory(self) -> list[float]:
