@@ -119,9 +119,9 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
         passing.append(d.dose_at_percent(5) / d95 < 1.07 and d.max_gy / d95 < 1.12)
     candidates = [i for i in range(len(scores)) if passing[i]] or list(range(len(scores)))
     # ... unless sequencing changed the choice, which the warnings then say: then the initial plan or
-    # another iteration passing the filter is kept
-    if any("deliverable plan of iteration" in w for w in result.warnings):
-        assert result.best == 0 or passing[result.best]
+    # another iteration that beat it as an ideal fluence is kept
+    if any("deliverable plans" in w for w in result.warnings):
+        assert result.best == 0 or result.iterations[result.best].preferred_to(result.initial)
     else:
         assert result.best == max(candidates, key=lambda i: scores[i])
     assert result.final.score == scores[result.best]
@@ -186,6 +186,11 @@ def test_deliverable_plan_by_default(planned):
     assert s["score_initial_ideal"] == pytest.approx(result.initial.score)
     assert not result.initial_delivery.preferred_to(result.delivery)
     assert (result.initial_delivery is result.delivery) == (result.best == 0)
+    # every iteration sequenced is in the summary, and the plan kept is the preferred one of them
+    assert set(d["sequenced"]) == {str(i) for i in result.deliveries} and "0" in d["sequenced"]
+    assert result.deliveries[result.best] is result.delivery
+    assert not any(x.preferred_to(result.delivery) for x in result.deliveries.values())
+    assert all(result.iterations[i].preferred_to(result.initial) for i in result.deliveries if i != 0)
 
 
 def test_vmat_plan_has_control_points_and_fluence_only_has_none(tmp_path):
@@ -312,3 +317,42 @@ def test_quality_filter_decides_before_the_score():
     assert homogeneous.preferred_to(hot) and not hot.preferred_to(homogeneous)
     assert iteration(101.0, 1.05).preferred_to(homogeneous) and not homogeneous.preferred_to(iteration(101.0, 1.05))
     assert iteration(111.0, 1.09).preferred_to(hot)  # neither passes: the score decides
+
+
+def test_delivery_choice_searches_past_a_plan_that_sequencing_spoiled():
+    from types import SimpleNamespace
+
+    from airtp.planning.pipeline import Iteration, choose_delivery
+
+    def plan(score, passes=True):
+        r5 = 1.05 if passes else 1.09
+        return Iteration(None, None, None, SimpleNamespace(total=score),
+                         0.0, {"PTV70": {"d5_over_d95": r5, "dmax_over_d95": 1.10}})
+
+    # ideal fluences: initial 100; refined 105 (best), 104, 103, 99 (worse than the initial: never delivered)
+    iterations = [plan(100), plan(105), plan(104), plan(103), plan(99)]
+
+    def run(deliverable, limit=3, best=1):
+        calls = []
+
+        def deliver(i):
+            calls.append(i)
+            return deliverable[i]
+        return choose_delivery(iterations, best, deliver, limit), calls
+
+    # the best iteration keeps its gain through sequencing: nothing else is sequenced
+    kept, calls = run({0: plan(99), 1: plan(104)})
+    assert kept == 1 and calls == [0, 1]
+    # sequencing spoils it (below the initial plan's deliverable): the next candidates are tried in order
+    kept, calls = run({0: plan(99), 1: plan(98), 2: plan(98.5), 3: plan(101)})
+    assert kept == 3 and calls == [0, 1, 2, 3]
+    # ... at most `limit` of them; the initial plan is kept when none beats it
+    kept, calls = run({0: plan(99), 1: plan(98), 2: plan(98.5), 3: plan(101)}, limit=2)
+    assert kept == 0 and calls == [0, 1, 2]
+    # a deliverable plan that fails the quality filter is passed over for one that passes, even if lower
+    kept, calls = run({0: plan(99), 1: plan(106, passes=False), 2: plan(100)})
+    assert kept == 2 and calls == [0, 1, 2]
+    # no refined iteration beat the initial plan: only the initial plan is sequenced
+    calls = []
+    worse = [plan(100), plan(99), plan(98)]
+    assert choose_delivery(worse, 0, lambda i: calls.append(i) or plan(90 + i), 3) == 0 and calls == [0]

@@ -46,6 +46,9 @@ def _delivery(result: PlanResult) -> dict:
         "dose": ("fine fluence of the control-point apertures (1 mm x leaf width) through the dose engine"
                  + ("; arc intervals at the nearest sector beam's gantry angle" if d.arc_dose_angles else "")),
         "deliverable": plan.deliverable, "limits_checked": plan.limits_checked, "beams": beams,
+        # every iteration sequenced (the initial plan and the refined candidates), by iteration index
+        "sequenced": {str(i): {"score": x.score, "quality_filter": x.meets_quality_filter}
+                      for i, x in sorted(result.deliveries.items())},
     }
 
 

@@ -16,10 +16,11 @@ the best iteration's fluences are sequenced for the machine
 for VMAT arcs), the dose of the delivery plan is computed through the dose
 engine, renormalised like every plan (its MU scale with it) and scored; that
 score is the plan's. The initial plan is delivered as well, so that the
-initial and final scores are of plans of the same kind, and kept when its
-deliverable plan is the better one. When sequencing tips the best iteration over the
-quality filter, the best other iteration that passes it is delivered too and
-the preferred of the two deliverable plans is kept.
+initial and final scores are of plans of the same kind. When sequencing
+tips the best iteration over the quality filter or below the initial plan's
+deliverable plan, the next refined iterations are delivered too (at most
+``delivery_candidates``) and the preferred deliverable plan is kept, the
+initial plan's included (:func:`choose_delivery`).
 
 Doses are optimised on the dose grid and scored on the case (CT) grid after
 trilinear resampling, so every score is of the dose that ``dose.npy`` holds.
@@ -54,7 +55,7 @@ from airtp.sequencing import (
 )
 from airtp.structures.recipes import RecipeResult, add_helpers
 
-__all__ = ["PlanSettings", "PlanResult", "Delivery", "plan_case", "DEFAULT_SCORECARD", "Progress"]
+__all__ = ["PlanSettings", "PlanResult", "Delivery", "plan_case", "choose_delivery", "DEFAULT_SCORECARD", "Progress"]
 
 DEFAULT_SCORECARD = {"hn": "hn", "lung": "lung"}
 
@@ -109,6 +110,12 @@ class PlanSettings:
         VMAT, ``step-and-shoot`` otherwise. ``sequencer_options`` go to its constructor.
     machine : str, path or None
         Machine file (None: the packaged TrueBeam / Millennium 120).
+    delivery_candidates : int
+        Most refined iterations sequenced in search of a deliverable plan
+        that passes the quality filter and beats the initial plan's (the
+        best iteration first; see :func:`plan_case`). Sequencing costs
+        seconds per iteration, and a plan that loses its gain to sequencing
+        often has a neighbour that keeps it.
     """
 
     technique: str = "imrt9"
@@ -128,6 +135,7 @@ class PlanSettings:
     sequencer: str | None = None
     sequencer_options: dict = field(default_factory=dict)
     machine: str | None = None
+    delivery_candidates: int = 3
 
 
 class _RankedPlan:
@@ -194,7 +202,12 @@ class PlanResult:
     timings: dict
     warnings: list[str] = field(default_factory=list)
     delivery: Delivery | None = None
-    initial_delivery: Delivery | None = None  # the initial plan's deliverable plan (it is `delivery` when best is 0)
+    deliveries: dict = field(default_factory=dict)  # iteration index -> Delivery, every iteration sequenced
+
+    @property
+    def initial_delivery(self) -> Delivery | None:
+        """The initial plan's deliverable plan (it is `delivery` when best is 0)."""
+        return self.deliveries.get(0)
 
     @property
     def final(self) -> Iteration:
@@ -371,38 +384,25 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
             progress(f"stopping: no gain of {settings.min_gain} for {settings.patience} iterations")
             break
     timings["optimization_s"] = time.perf_counter() - t
-    delivery = initial_delivery = None
+    delivery = None
+    delivered: dict[int, Delivery] = {}
     if sequencer is not None:
-        delivered: dict[int, Delivery] = {}
 
         def deliver(i: int) -> Delivery:
             if i not in delivered:
                 delivered[i] = _deliver(case, setup, problem, iterations[i], sequencer, machine, scorecard, settings)
             return delivered[i]
 
-        delivery = deliver(best)
-        if not delivery.meets_quality_filter:
-            # Sequencing can tip a plan at the filter's edge over it: deliver the best other
-            # iteration that passes it as an ideal fluence, and keep the preferred of the two.
-            others = [i for i in range(len(iterations)) if i != best and iterations[i].meets_quality_filter]
-            if others:
-                alt = max(others, key=lambda i: iterations[i].score)
-                kept = deliver(alt).preferred_to(delivery)
-                warnings.append(f"the deliverable plan of iteration {best} failed the quality filter; iteration "
-                                f"{alt} delivered too ({'passes' if delivered[alt].meets_quality_filter else 'fails'}"
-                                f"{', kept' if kept else ', not kept'})")
-                progress(warnings[-1])
-                if kept:
-                    delivery, best = delivered[alt], alt
-        # The initial plan delivered too, so that initial and final scores compare plans of one
-        # kind (the paper's initial plans were complete plans); what is delivered is what counts,
-        # so it is kept when the refinement's gain did not survive sequencing.
-        initial_delivery = deliver(0)
-        if best != 0 and initial_delivery.preferred_to(delivery):
-            warnings.append(f"the deliverable plan of iteration {best} scores {delivery.score:.2f}, the "
-                            f"initial plan's {initial_delivery.score:.2f}: the initial plan is kept")
+        kept = choose_delivery(iterations, best, deliver, settings.delivery_candidates)
+        tried = sorted(i for i in delivered if i != 0)
+        if tried and tried != [best] or best != kept:
+            scores = ", ".join(f"iteration {i}: {delivered[i].score:.2f}"
+                               + ("" if delivered[i].meets_quality_filter else " (fails the quality filter)")
+                               for i in [0] + tried)
+            warnings.append(f"deliverable plans {scores}; iteration {kept} kept"
+                            + (" (the initial plan)" if kept == 0 else ""))
             progress(warnings[-1])
-            delivery, best = initial_delivery, 0
+        delivery, best = delivered[kept], kept
         seconds = sum(d.seconds for d in delivered.values())
         timings["sequencing_s"] = seconds
         d = delivery.plan
@@ -410,8 +410,35 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
                  f"{sum(b.n_segments for b in d.beams)} {'control points' if setup.arcs else 'segments'}, "
                  f"{d.total_mu:.0f} MU per fraction, fluence fidelity {delivery.fidelity['plan']:.3f}; "
                  f"score {delivery.score:.2f} (ideal fluence {iterations[best].score:.2f}; {delivery.seconds:.1f} s)")
-    return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings, delivery,
-                      initial_delivery)
+    return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings, delivery, delivered)
+
+
+def choose_delivery(iterations: list, best: int, deliver, limit: int) -> int:
+    """The index of the iteration whose deliverable plan is kept; ``deliver(i)`` sequences iteration i.
+
+    What is delivered is what counts: the initial plan is delivered too (the
+    paper's initial plans were complete plans, so initial and final scores
+    compare plans of one kind), and sequencing can tip a plan over the
+    quality filter or below the initial plan. The refined iterations that
+    beat the initial plan as ideal fluences are delivered in order of
+    preference (`best` first) until one passes the filter and beats the
+    initial plan's deliverable plan, at most `limit` of them; the preferred
+    deliverable plan of all is kept.
+    """
+    delivered = {0: deliver(0)}
+    candidates = sorted((i for i in range(1, len(iterations)) if iterations[i].preferred_to(iterations[0])),
+                        key=lambda i: (iterations[i].meets_quality_filter, iterations[i].score), reverse=True)
+    if best in candidates:  # the refinement loop's choice first
+        candidates.remove(best)
+        candidates.insert(0, best)
+    kept = 0
+    for i in candidates[:max(int(limit), 1)]:
+        delivered[i] = deliver(i)
+        if delivered[i].preferred_to(delivered[kept]):
+            kept = i
+        if kept != 0 and delivered[kept].meets_quality_filter:
+            break
+    return kept
 
 
 def _deliver(case: Case, setup, problem: PlanningProblem, best: Iteration, sequencer, machine, scorecard,

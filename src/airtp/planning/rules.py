@@ -28,6 +28,13 @@ within 10 mm of the targets, where the rules' objectives do not reach; hence
 refinement, with the quality filter guarding the plan that is kept.
 Reading the rules' DVHs on only the part of each organ the objectives act
 on (outside the zone) was tried and lost: mean gain +1.34 against +3.07.
+Also tried and dropped (bench_pipeline, head and neck seeds 0-1, deliverable):
+dividing the rules' doses by the plan normalisation factor, since the rules
+read the normalised plan while the optimiser works before normalisation
+(mean gain +4.51 against +5.15: the stricter objectives cost homogeneity);
+and Figure 4 objectives for the target-gradient items (PTVMid-PTVHigh V66.2
+Gy), which without that division never bind (the lower level's dose sits
+just under the threshold before normalisation) and changed nothing.
 """
 
 from __future__ import annotations
