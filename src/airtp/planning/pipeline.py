@@ -323,8 +323,8 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
 
     t = time.perf_counter()
     influence = dose_influence(case, setup.beams, dose_grid_mm=settings.dose_grid_mm)
-    problem = PlanningProblem(influence, case.prescriptions, case.patient_id, settings.transition_mm,
-                              tuple(settings.transition_exempt))
+    exempt = tuple(settings.transition_exempt)
+    problem = PlanningProblem(influence, case.prescriptions, case.patient_id, settings.transition_mm, exempt)
     timings["dose_influence_s"] = time.perf_counter() - t
     progress(f"dose influence: {len(setup.beams)} beams, {influence.n_beamlets} beamlets, "
              f"{influence.nnz / 1e6:.1f} M nonzeros ({timings['dose_influence_s']:.1f} s)")
@@ -332,7 +332,7 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
     refine_mm = settings.transition_mm if settings.refine_transition_mm is None else \
         min(settings.refine_transition_mm, settings.transition_mm)
     refine_problem = problem if refine_mm == settings.transition_mm else \
-        PlanningProblem(influence, case.prescriptions, case.patient_id, refine_mm, tuple(settings.transition_exempt))
+        PlanningProblem(influence, case.prescriptions, case.patient_id, refine_mm, exempt)
 
     def evaluate(objectives: ObjectiveSet, start=None, on=problem) -> Iteration:
         t0 = time.perf_counter()
@@ -395,7 +395,7 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
 
         kept = choose_delivery(iterations, best, deliver, settings.delivery_candidates)
         tried = sorted(i for i in delivered if i != 0)
-        if tried and tried != [best] or best != kept:
+        if kept != best or tried not in ([], [best]):  # sequencing changed the choice, or others were tried
             scores = ", ".join(f"iteration {i}: {delivered[i].score:.2f}"
                                + ("" if delivered[i].meets_quality_filter else " (fails the quality filter)")
                                for i in [0] + tried)
