@@ -109,7 +109,9 @@ def planned(tmp_path_factory):
 def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     case, result, _ = planned
     scores = result.score_trajectory
-    assert 2 <= len(scores) <= 3 and all(np.isfinite(scores))
+    # initial plan, 2 refinements, and the consolidation when a refinement was the best
+    consolidated = int(any(it.preferred_to(result.iterations[0]) for it in result.iterations[1:3]))
+    assert len(scores) == 3 + consolidated and all(np.isfinite(scores))
     # the best is the highest score among the iterations whose PTV70 passes the GDP-HMM filter (checked
     # here from the DVHs, not through airtp.planning.quality), the highest overall when none does
     passing = []
@@ -127,6 +129,15 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     assert result.final.score == scores[result.best]
     # iterations use the rules' objectives: many more than the initial ones
     assert len(result.iterations[1].objectives) > len(result.iterations[0].objectives)
+    # the organ objectives' zone round the targets: the planning zone for the initial plan, the narrower one
+    # for the refinement, and the planning zone again for the consolidation from the best refined plan
+    settings = result.settings
+    zones = [it.transition_mm for it in result.iterations]
+    assert zones[0] == settings.transition_mm > settings.refine_transition_mm
+    refined = len(scores) - 1 - consolidated
+    assert zones[1:1 + refined] == [settings.refine_transition_mm] * refined
+    if consolidated:
+        assert zones[-1] == settings.transition_mm
     # the plan is normalised on the case grid: D95 of the highest target = its prescription, for the ideal
     # fluence and for the deliverable plan
     for dose in (result.final.dose, result.plan_dose):
@@ -152,6 +163,7 @@ def test_plan_folder(planned):
     assert dose.shape == case.grid.shape and dose.dtype == np.float32
     plan = json.loads((out / "plan.json").read_text())
     assert len(plan["iterations"]) == len(s["score_trajectory"]) and len(plan["beams"]["beams"]) == 9
+    assert [it["transition_mm"] for it in plan["iterations"]] == [it.transition_mm for it in result.iterations]
     assert "Initial plan" in (out / "scorecard.txt").read_text()
     assert "Final plan, deliverable" in (out / "scorecard.txt").read_text()
     # rewriting the same folder replaces it whole

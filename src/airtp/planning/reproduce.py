@@ -53,6 +53,11 @@ dose of another plan). Reproduction:
    without bands): rounds 0, 1, 2 gave gamma 85.5, 92.3, 92.9 % and organ
    mean doses 0.83, 0.39, 0.24 Gy off; with bands 99.2, 99.9, 99.97 % and
    0.38, 0.16, 0.17 Gy.
+   Tried and dropped on OpenKBP patients (``benchmarks/bench_openkbp.py
+   --reproduce-only``): organ objectives kept in the transition zone too
+   (pt_1: DVH score 3.05 Gy against 1.28); the lower levels aimed at their
+   prescription rather than 1.02 x (8 patients: median DVH score 1.91
+   against 1.90 Gy).
 7. Compare (:func:`reproduction_metrics`): per structure D95, D2, mean and max of
    both doses and their difference; gamma pass rates (3 %/3 mm and 2 %/2 mm,
    global, 10 % threshold: :mod:`airtp.evaluation.gamma`); the GDP-HMM mean
