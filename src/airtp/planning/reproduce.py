@@ -58,7 +58,9 @@ dose of another plan). Reproduction:
    (pt_1: DVH score 3.05 Gy against 1.28) or a 5 mm zone rather than 10
    (pt_1, 9, 12, 17: 1.84, 2.01, 1.60, 2.01 against 1.28, 2.23, 1.74,
    1.75); the lower levels aimed at their prescription rather than 1.02 x
-   (8 patients: median DVH score 1.91 against 1.90 Gy).
+   (8 patients: median DVH score 1.91 against 1.90 Gy); a third feedback
+   round (pt_1, 9, 12, 17: identical results, the third round never won
+   on gamma).
 7. Compare (:func:`reproduction_metrics`): per structure D95, D2, mean and max of
    both doses and their difference; gamma pass rates (3 %/3 mm and 2 %/2 mm,
    global, 10 % threshold: :mod:`airtp.evaluation.gamma`); the GDP-HMM mean
