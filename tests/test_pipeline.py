@@ -323,7 +323,7 @@ def test_quality_filter_decides_before_the_score():
     assert not meets_quality_filter(metrics(None, None))
 
     def iteration(score, r5):
-        return Iteration(None, None, None, SimpleNamespace(total=score), 0.0, metrics(r5, 1.10))
+        return Iteration(None, None, None, SimpleNamespace(total=score), 0.0, metrics(r5, 1.10), 10.0)
 
     homogeneous, hot = iteration(100.0, 1.05), iteration(110.0, 1.09)
     assert homogeneous.preferred_to(hot) and not hot.preferred_to(homogeneous)
@@ -339,7 +339,7 @@ def test_delivery_choice_searches_past_a_plan_that_sequencing_spoiled():
     def plan(score, passes=True):
         r5 = 1.05 if passes else 1.09
         return Iteration(None, None, None, SimpleNamespace(total=score),
-                         0.0, {"PTV70": {"d5_over_d95": r5, "dmax_over_d95": 1.10}})
+                         0.0, {"PTV70": {"d5_over_d95": r5, "dmax_over_d95": 1.10}}, 10.0)
 
     # ideal fluences: initial 100; refined 105 (best), 104, 103, 99 (worse than the initial: never delivered)
     iterations = [plan(100), plan(105), plan(104), plan(103), plan(99)]

@@ -187,7 +187,7 @@ class Iteration(_RankedPlan):
     report: ScoreReport | None
     seconds: float
     targets: dict  # airtp.planning.quality.target_metrics of the dose
-    transition_mm: float = 0.0  # the zone round the targets that its organ and ring objectives left out
+    transition_mm: float  # mm: the zone round the targets that its organ and ring objectives left out
 
 
 @dataclass
