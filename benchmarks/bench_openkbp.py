@@ -105,8 +105,8 @@ def reference_metrics(data: Path) -> dict[str, dict]:
 
 # Reproduction hook (paper Figure 9) ----------------------------------------------
 
-def reproduce_patient(path: Path, settings: PlanSettings, rounds: int | None = None) -> np.ndarray:
-    """Reproduce the reference dose of the case file `path` with a plan; returns its dose (Gy, case grid).
+def reproduce_patient(path: Path, settings: PlanSettings, rounds: int | None = None):
+    """Reproduce the reference dose of the case file `path` with a plan; returns the :class:`Reproduction`.
 
     The hook of the "Reproducing the reference doses" part of issue 11: the
     dose -> plan method of paper Figure 5(b), :func:`airtp.planning.reproduce.reproduce`,
@@ -129,8 +129,7 @@ def reproduce_patient(path: Path, settings: PlanSettings, rounds: int | None = N
                    optimizer_options=dict(settings.optimizer_options))
     if rounds is not None:
         options["rounds"] = rounds
-    rep = reproduce(case, case.reference_dose, ReproduceSettings(**options), source=str(path))
-    return rep.dose
+    return reproduce(case, case.reference_dose, ReproduceSettings(**options), source=str(path))
 
 
 # One patient -----------------------------------------------------------------
@@ -251,9 +250,12 @@ def plan_patient(path: Path, settings: PlanSettings, entry: dict | None, out: Pa
         _plan_and_compare(rec, case, settings, masks, targets, body, reference, out, scorecard)
     if reproduce:
         t1 = time.perf_counter()
-        dose = reproduce_patient(path, reproduce_settings or settings, reproduce_rounds)
-        rep = compare_doses(case, dose, reference, masks=masks, targets=targets, within=body)
+        reproduction = reproduce_patient(path, reproduce_settings or settings, reproduce_rounds)
+        rep = compare_doses(case, reproduction.dose, reference, masks=masks, targets=targets, within=body)
         rec["reproduce"] = {"comparison": rep.to_dict(), **openkbp_scores(case, rep, body),
+                            "kept_round": reproduction.best,
+                            "rounds": [{"dvh_score_gy": r.dvh_score_gy, "gamma_3_3_pct": r.gamma_pass_pct}
+                                       for r in reproduction.rounds],
                             "seconds": time.perf_counter() - t1,
                             "figure": str(_figure(case, rep, masks, targets, out / f"{pid}_reproduce_dvh.png",
                                                   "reproduction"))}

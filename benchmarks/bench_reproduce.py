@@ -67,7 +67,8 @@ def main():
         organ = c["organ_mean_abs_diff_gy"]
         ok = g33 >= GOAL_GAMMA_PCT and organ <= GOAL_ORGAN_MEAN_GY
         met += ok
-        rounds = " ".join(f"{r.gamma_pass_pct:.1f}%/{r.organ_mean_abs_diff_gy:.2f}Gy" for r in rep.rounds)
+        rounds = " ".join(f"{r.gamma_pass_pct:.1f}%/{r.organ_mean_abs_diff_gy:.2f}Gy/DVH {r.dvh_score_gy:.2f}Gy"
+                          for r in rep.rounds)
         print(f"{spec:<14} {technique}: gamma 3%/3mm {g33:6.2f} %, 2%/2mm {g22:6.2f} %; organ mean |diff| "
               f"{organ:.3f} Gy (worst {c['organ_max_abs_diff_gy']:.2f} Gy {c['organ_worst']}); GDP-HMM MAE "
               f"{c['gdp_hmm_mae_gy']:.3f} Gy; rounds {rounds} (kept {rep.best}); plan {t_plan:.0f} s, "

@@ -271,6 +271,7 @@ def test_benchmark_reproduce_hook_compares_the_reproduction_like_the_plan(tmp_pa
         def __init__(self, case, reference, settings, source=""):
             calls.append((case, settings))
             self.dose = reference * np.float32(70.0 / 68.54)  # normalised as a plan is (PTV70 D95 68.54 Gy)
+            self.best, self.rounds = 0, [reproduce.Round(None, None, 100.0, 0.0, 0.0, 0.0)]
 
     monkeypatch.setattr(reproduce, "reproduce", Stub)
     bench = load_benchmark()
@@ -286,6 +287,7 @@ def test_benchmark_reproduce_hook_compares_the_reproduction_like_the_plan(tmp_pa
     for k, d in rep["difference"].items():
         assert abs(d) < 0.1, k  # the reference itself, once normalised, reproduces the reference
     assert Path(rec["reproduce"]["figure"]).is_file() and "reproduce_metrics" in doc["summary"]
+    assert rec["reproduce"]["kept_round"] == 0 and rec["reproduce"]["rounds"][0]["gamma_3_3_pct"] == 100.0
 
     # reproduction alone: no plan, the same reproduction record and summary
     only = bench.main(["--data", str(DATA), "--ids", "pt_48", "--out", str(tmp_path / "only"), "--reproduce-only",

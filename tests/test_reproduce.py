@@ -7,13 +7,14 @@ import pytest
 
 from airtp import phantoms
 from airtp.cli import main
+from airtp.errors import AirtpError
 from airtp.evaluation.dvh import DoseError, compute_dvhs
 from airtp.evaluation.scorecard import get_scorecard
 from airtp.objectives import MeanObjective, ObjectiveSet, PointObjective
 from airtp.planning import PlanSettings, plan_case
 from airtp.planning.reproduce import (
-    SHELL_PREFIX, ReproduceSettings, adjust_objectives, check_reference_dose, dose_shells, gdp_hmm_mae,
-    load_reference_dose, reference_objectives, reproduce, write_reproduction,
+    SHELL_PREFIX, ReproduceSettings, Round, adjust_objectives, check_reference_dose, dose_shells, gdp_hmm_mae,
+    kept_round, load_reference_dose, reference_objectives, reproduce, write_reproduction,
 )
 from airtp.planning.rules import dose2obj, prescription_objectives
 from airtp.structures.recipes import add_helpers
@@ -54,16 +55,55 @@ def test_reproduction_of_an_airtp_plan_agrees_with_it(reproduced):
     assert cmp["structures"]["Parotid_L"]["mean"]["reference"] == pytest.approx(ref_mean)
 
 
-def test_the_best_round_is_kept(reproduced):
+def test_the_round_with_the_best_dvh_agreement_is_kept(reproduced):
     assert len(reproduced.rounds) == 2
-    keys = [r.key() for r in reproduced.rounds]
-    assert reproduced.best == keys.index(max(keys))
+    scores = [r.dvh_score_gy for r in reproduced.rounds]
+    assert reproduced.best == int(np.argmin(scores))
     assert reproduced.comparison["gamma"]["3%/3mm"]["pass_rate_pct"] == pytest.approx(
         reproduced.rounds[reproduced.best].gamma_pass_pct)
+    # the DVH score is OpenKBP's, recomputed here from the comparison table's own DVHs: D99, D95, D1 of
+    # the targets, D0.1cc and mean of the organs, mean |reproduction - reference|
+    case, kept = reproduced.case, reproduced.rounds[reproduced.best].plan.plan_dose
+    masks = {n: case.structures[n] for n in reproduced.shown}
+    diffs = []
+    for n, mask in masks.items():
+        ref, rep = (compute_dvhs(d, {n: mask}, grid=case.grid)[n] for d in (reproduced.reference, kept))
+        if n.startswith("PTV"):
+            diffs += [abs(rep.dose_at_percent(v) - ref.dose_at_percent(v)) for v in (99.0, 95.0, 1.0)]
+        else:
+            diffs += [abs(rep.mean_gy - ref.mean_gy), abs(rep.dose_at(0.1) - ref.dose_at(0.1))]
+    assert scores[reproduced.best] == pytest.approx(float(np.mean(diffs)), abs=0.02)
     # round 1's organ objectives moved from round 0's, its target objectives did not
     r0, r1 = (list(r.objectives) for r in reproduced.rounds)
     n_rx = len(prescription_objectives(reproduced.case))
     assert r0[:n_rx] == r1[:n_rx] and r0[n_rx:] != r1[n_rx:]
+
+
+def test_kept_round_trades_dvh_agreement_against_gamma_within_the_tolerance():
+    def rnd(gamma, dvh):
+        return Round(None, None, gamma, None, dvh, 0.0)
+
+    rounds = [rnd(95.0, 2.0), rnd(93.0, 1.5), rnd(85.0, 1.0)]
+    assert kept_round(rounds, 5.0) == 1  # round 2 agrees better on DVHs but lost 10 points of gamma
+    assert kept_round(rounds, 10.0) == 2
+    assert kept_round(rounds, 0.0) == 0
+    assert kept_round([rnd(90.0, 1.2), rnd(92.0, 1.2)], 5.0) == 1  # equal DVH scores: the better gamma
+
+
+@pytest.mark.parametrize("bad", [dict(rounds=-1), dict(gain=0.0), dict(gamma_tolerance_pct=-1.0),
+                                 dict(gamma_tolerance_pct=float("nan"))])
+def test_bad_reproduction_settings_are_refused_before_any_computation(reference, bad):
+    with pytest.raises(AirtpError, match="reproduction"):
+        reproduce(new_case(), reference, ReproduceSettings(**bad))
+
+
+def test_the_reference_is_normalised_like_the_plan(reference):
+    """A reference 3 % hot is reproduced at the plan normalisation (D95 of PTV70 = 70 Gy), and says so."""
+    rep = reproduce(new_case(), reference * np.float32(1.03), ReproduceSettings(rounds=0, **FAST))
+    assert rep.reference_factor == pytest.approx(1 / 1.03, rel=2e-3)
+    d95 = compute_dvhs(rep.reference, {"PTV70": rep.case.structures["PTV70"]}, grid=rep.case.grid)["PTV70"]
+    assert d95.dose_at_percent(95.0) == pytest.approx(70.0, abs=0.05)
+    assert rep.comparison["structures"]["PTV70"]["D95"]["reference"] == pytest.approx(70.0, abs=0.05)
 
 
 def test_objectives_come_from_the_reference_through_the_rules(reference):

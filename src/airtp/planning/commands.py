@@ -25,7 +25,8 @@ def cmd_reproduce(args) -> int:
     from airtp.case import Case, Prescription
     from airtp.planning import Progress
     from airtp.planning.reproduce import (
-        ReproduceSettings, format_comparison, load_reference_dose, reproduce, write_reproduction,
+        ReproduceSettings, format_comparison, load_reference_dose, reproduce, reproduction_title,
+        write_reproduction,
     )
 
     prescriptions = [Prescription.parse(p) for p in args.prescription] if args.prescription else None
@@ -37,8 +38,7 @@ def cmd_reproduce(args) -> int:
                                  dose_shells=not args.no_dose_shells)
     rep = reproduce(case, reference, settings, Progress(quiet=args.quiet), source=str(args.dose))
     out = write_reproduction(rep, args.out, reference_path=args.dose)
-    title = f"Reproduction of {args.dose} ({args.technique}; round {rep.best} of {len(rep.rounds) - 1} kept)"
-    print(format_comparison(rep.comparison, title))
+    print(format_comparison(rep.comparison, reproduction_title(rep, args.dose)))
     for w in rep.warnings:
         print(f"warning: {w}")
     print(f"wrote {out}")
