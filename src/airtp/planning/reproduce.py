@@ -462,7 +462,6 @@ class Round:
     seconds: float
 
 
-
 def kept_round(rounds: list[Round], gamma_tolerance_pct: float) -> int:
     """The index of the round to keep (step 6 of the module doc).
 
@@ -569,7 +568,7 @@ def reproduce(case: Case, reference, settings: ReproduceSettings | None = None,
         cur_dvhs = compute_dvhs(dose, case.structures, grid=case.grid)
         diffs = [abs(cur_dvhs[n].mean_gy - ref_dvhs[n].mean_gy) for n in organs]
         cur_metrics = structure_metrics(dose, shown_masks, case.grid, targets)
-        dvh_score = float(np.mean([abs(cur_metrics[k] - v) for k, v in ref_metrics.items() if k in cur_metrics]))
+        dvh_score = float(np.mean([abs(cur_metrics[m] - v) for m, v in ref_metrics.items() if m in cur_metrics]))
         rounds.append(Round(objectives, result, g.pass_rate, float(np.mean(diffs)) if diffs else None, dvh_score,
                             time.perf_counter() - t0))
         warnings.extend(w for w in result.warnings if w not in warnings)
