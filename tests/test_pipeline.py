@@ -12,14 +12,16 @@ import pytest
 from airtp import Prescription, phantoms
 from airtp.beams.templates import Arc, head_neck, lung, lung_side
 from airtp.beams.machine import Machine
-from airtp.dose.engine import make_dose_grid
+from airtp.dose.engine import dose_influence, make_dose_grid
 from airtp.errors import AirtpError, BeamError, MachineError, PrescriptionError, SequencingError
 from airtp.evaluation.dvh import compute_dvhs
+from airtp.evaluation.scorecard import get_scorecard, score_plan
 from airtp.grid import resample
 from airtp.objectives import MeanObjective, NormalTissueObjective, PointObjective
 from airtp.planning import PlanSettings, plan_case
 from airtp.planning.initial import LUNG_TABLE_4, lung_initial
 from airtp.planning.outputs import write_plan
+from airtp.planning.pipeline import blend_iterations, navigate
 from airtp.planning.rules import dose2obj, prescription_objectives, scorecard2dose
 from airtp.sequencing import DeliveryPlan, check_limits, plan_dose
 from airtp.structures.recipes import add_helpers
@@ -109,9 +111,15 @@ def planned(tmp_path_factory):
 def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     case, result, _ = planned
     scores = result.score_trajectory
-    # initial plan, 2 refinements, and the consolidation when a refinement was the best
+    # initial plan, 2 refinements, the consolidation when a refinement was the best, and a navigation blend
+    # when one beat the best plan (then it is last, and kept unless sequencing chose otherwise)
     consolidated = int(any(it.preferred_to(result.iterations[0]) for it in result.iterations[1:3]))
-    assert len(scores) == 3 + consolidated and all(np.isfinite(scores))
+    navigated = int(result.iterations[-1].blend is not None)
+    assert len(scores) == 3 + consolidated + navigated and all(np.isfinite(scores))
+    assert [it.blend is not None for it in result.iterations[:-1]] == [False] * (len(scores) - 1)
+    if navigated:
+        i, j = result.iterations[-1].blend["of"]
+        assert result.iterations[-1].preferred_to(result.iterations[i]) and i != j
     # the best is the highest score among the iterations whose PTV70 passes the GDP-HMM filter (checked
     # here from the DVHs, not through airtp.planning.quality), the highest overall when none does
     passing = []
@@ -134,15 +142,44 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     settings = result.settings
     zones = [it.transition_mm for it in result.iterations]
     assert zones[0] == settings.transition_mm > settings.refine_transition_mm
-    refined = len(scores) - 1 - consolidated
+    refined = len(scores) - 1 - consolidated - navigated
     assert zones[1:1 + refined] == [settings.refine_transition_mm] * refined
     if consolidated:
-        assert zones[-1] == settings.transition_mm
+        assert zones[1 + refined] == settings.transition_mm
     # the plan is normalised on the case grid: D95 of the highest target = its prescription, for the ideal
     # fluence and for the deliverable plan
     for dose in (result.final.dose, result.plan_dose):
         d = compute_dvhs(dose, {"PTV70": case.structures["PTV70"]}, grid=case.grid)["PTV70"]
         assert d.dose_at_percent(95) == pytest.approx(70.0, abs=0.05)
+
+
+def test_navigation_blend_is_the_mixture_of_two_plans(planned):
+    """A blend's dose is the mixture of the two plans' doses, renormalised (dose is linear in fluence)."""
+    case, result, _ = planned
+    a, b = result.iterations[0], result.iterations[1]
+    influence = dose_influence(case, result.setup.beams, dose_grid_mm=FAST["dose_grid_mm"])
+    it = blend_iterations(case, influence, result.iterations, 0, 1, 0.3, get_scorecard("hn"))
+    assert it.blend == {"of": [0, 1], "fraction": 0.3} and it.objectives is a.objectives
+    # independent: the mixture of the stored doses, scaled so that PTV70 D95 = 70 Gy through its own DVH
+    mix = 0.7 * a.dose.astype(np.float64) + 0.3 * b.dose
+    d95 = compute_dvhs(mix, {"PTV70": case.structures["PTV70"]}, grid=case.grid)["PTV70"].dose_at_percent(95)
+    mix *= 70.0 / d95
+    assert np.abs(it.dose - mix).max() < 0.01 * 70.0  # 1 % of Rx: float32 sums, DVH interpolation
+    f = it.result.normalization_factor
+    np.testing.assert_allclose(it.result.weights, (0.7 * a.result.weights + 0.3 * b.result.weights) * f, rtol=1e-5,
+                               atol=1e-6)
+    assert it.score == pytest.approx(score_plan(case, it.dose, get_scorecard("hn")).total)
+
+
+def test_navigation_finds_a_better_blend_when_a_better_plan_exists(planned):
+    case, result, _ = planned
+    its = result.iterations[:3]
+    worst = min(range(3), key=lambda i: its[i].score)
+    assert max(it.score for it in its) > its[worst].score + 1.0  # the fixture has a clearly better plan
+    influence = dose_influence(case, result.setup.beams, dose_grid_mm=FAST["dose_grid_mm"])
+    it = navigate(case, influence, its, worst, get_scorecard("hn"))
+    assert it is not None and it.blend["of"][0] == worst and it.preferred_to(its[worst])
+    assert it.score == pytest.approx(score_plan(case, it.dose, get_scorecard("hn")).total)
 
 
 def test_plan_folder(planned):
@@ -164,6 +201,7 @@ def test_plan_folder(planned):
     plan = json.loads((out / "plan.json").read_text())
     assert len(plan["iterations"]) == len(s["score_trajectory"]) and len(plan["beams"]["beams"]) == 9
     assert [it["transition_mm"] for it in plan["iterations"]] == [it.transition_mm for it in result.iterations]
+    assert [it["blend"] for it in plan["iterations"]] == [it.blend for it in result.iterations]
     assert "Initial plan" in (out / "scorecard.txt").read_text()
     assert "Final plan, deliverable" in (out / "scorecard.txt").read_text()
     # rewriting the same folder replaces it whole

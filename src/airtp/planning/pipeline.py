@@ -7,7 +7,10 @@ plan's DVHs and scorecard, optimise (warm start) and score. It stops early
 when the score has not improved by ``min_gain`` for ``patience`` iterations;
 one consolidation iteration then starts from the best plan with the planning
 zone round the targets (``consolidate``; the refinement's zone is narrower).
-It keeps the best plan: the best-scoring among the iterations whose
+Navigation (``navigate``) then mixes the best plan's fluence with each other
+iteration's (:func:`blend_iterations`, the interpolation between plans of
+multicriteria-optimisation navigation) and keeps a blend that is the better
+plan. It keeps the best plan: the best-scoring among the iterations whose
 highest-dose target passes the GDP-HMM quality filter (D5/D95 < 1.07,
 Dmax/D95 < 1.12; :mod:`airtp.planning.quality`), the best-scoring overall
 when none does.
@@ -118,6 +121,25 @@ class PlanSettings:
         where the narrow zone went on gaining (hn1 seed 0: 116.33 -> 114.47,
         deliverable); raising the lower levels' objective dose, or its
         priority, by their coverage shortfall did not stop the erosion.
+    navigate : bool
+        After the loop (and the consolidation), blend the best plan's
+        fluence with every other iteration's at :data:`BLEND_FRACTIONS`
+        (0.1 ... 0.9 of the other), renormalise and score each; the best
+        blend is kept when it is the better plan (an iteration of its own,
+        ``Iteration.blend`` saying of which). Why: the iterations trade
+        scorecard items against each other (coverage of the elective levels
+        against the organs round them), and a mixture of two plans' fluences
+        is itself a plan whose dose is the same mixture of their doses (dose
+        is linear in fluence), so it can take the better part of each; only
+        scoring is needed, no optimisation. Measured on the synthetic head
+        and neck (ideal fluence, any pair of iterations): best blend minus
+        best iteration +1.10 (hn2 seed 0), +0.13, +0.12 (hn1, hn3 seed 0),
+        +0.33, +2.48, +2.44 (hn1, hn2, hn3 seed 1), +0.26, 0.00, +0.43
+        (seed 2). ``benchmarks/bench_pipeline.py``, seeds 0-4, 30 cases,
+        deliverable: mean gain +4.61 -> +5.05, improved 80 -> 93 %, the
+        filter held in all (blends are ranked filter first, like
+        iterations); it costs the scoring of at most 9 blends per other
+        iteration, about a second.
     transition_exempt : tuple of str
         Name prefixes of structures whose objectives keep the transition
         zone's voxels (the reproduction's dose bands).
@@ -150,6 +172,7 @@ class PlanSettings:
     transition_mm: float = 10.0
     refine_transition_mm: float | None = 5.0
     consolidate: bool = True
+    navigate: bool = True
     transition_exempt: tuple = ()
     deliverable: bool = True
     sequencer: str | None = None
@@ -188,6 +211,7 @@ class Iteration(_RankedPlan):
     seconds: float
     targets: dict  # airtp.planning.quality.target_metrics of the dose
     transition_mm: float  # mm: the zone round the targets that its organ and ring objectives left out
+    blend: dict | None = None  # navigation: {"of": [i, j], "fraction": t}, (1 - t) x i's fluence + t x j's
 
 
 @dataclass
@@ -418,6 +442,13 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
         say(it, f"consolidation ({settings.transition_mm:g} mm zone, from iteration {best})")
         if it.preferred_to(iterations[best]):
             best = len(iterations) - 1
+    if settings.navigate and scorecard is not None and len(iterations) > 1:
+        it = navigate(case, influence, iterations, best, scorecard)
+        if it is not None:
+            iterations.append(it)
+            say(it, f"navigation (iteration {best} blended with {it.blend['fraction']:g} of iteration "
+                    f"{it.blend['of'][1]})")
+            best = len(iterations) - 1
     timings["optimization_s"] = time.perf_counter() - t
     delivery = None
     delivered: dict[int, Delivery] = {}
@@ -446,6 +477,67 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
                  f"{d.total_mu:.0f} MU per fraction, fluence fidelity {delivery.fidelity['plan']:.3f}; "
                  f"score {delivery.score:.2f} (ideal fluence {iterations[best].score:.2f}; {delivery.seconds:.1f} s)")
     return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings, delivery, delivered)
+
+
+#: Fractions of another iteration's fluence that navigation mixes into the best plan's.
+BLEND_FRACTIONS = tuple(round(0.1 * k, 1) for k in range(1, 10))
+
+
+def blend_iterations(case: Case, influence, iterations: list, i: int, j: int, fraction: float,
+                     scorecard) -> Iteration:
+    """The plan of ``(1 - fraction)`` x iteration i's beamlet weights + ``fraction`` x iteration j's.
+
+    Both are normalised plans; the blend's dose is computed from its weights
+    through the dose-influence matrix (the same mixture of their doses, dose
+    being linear in the weights), renormalised like every plan and scored.
+    It keeps iteration i's objectives and zone.
+    """
+    a, b = iterations[i], iterations[j]
+    weights = ((1.0 - fraction) * a.result.weights + fraction * b.result.weights).astype(np.float32)
+    grid_dose = influence.dose(weights)
+    dose = resample(grid_dose, influence.grid, case.grid)
+    f = _normalization(case, dose)
+    dose *= np.float32(f)
+    fluences = [((1.0 - fraction) * fa + fraction * fb) * np.float32(f)
+                for fa, fb in zip(a.result.fluences, b.result.fluences)]
+    result = OptimizationResult(weights * np.float32(f), grid_dose, fluences, [], 0, True,
+                                f"blend of iterations {i} and {j} ({fraction:g} of {j})", f,
+                                target=a.result.target)
+    report = score_plan(case, dose, scorecard)
+    return Iteration(a.objectives, result, dose, report, 0.0, target_metrics(case, dose), a.transition_mm,
+                     {"of": [i, j], "fraction": fraction})
+
+
+def navigate(case: Case, influence, iterations: list, best: int, scorecard) -> Iteration | None:
+    """The best blend of the best plan with another iteration (``PlanSettings.navigate``), or None.
+
+    Candidates are scored on the mixture of the two normalised doses (exact:
+    dose is linear in the weights); the winner is rebuilt from its weights by
+    :func:`blend_iterations` and returned only if it is preferred to the best plan.
+    """
+    t0 = time.perf_counter()
+    a = iterations[best]
+    chosen, chosen_plan = None, a
+    for j, b in enumerate(iterations):
+        if j == best or b.blend is not None:
+            continue
+        for t in BLEND_FRACTIONS:
+            dose = (1.0 - t) * a.dose + t * b.dose
+            dose *= np.float32(_normalization(case, dose))
+            candidate = _Scored(score_plan(case, dose, scorecard), target_metrics(case, dose))
+            if candidate.preferred_to(chosen_plan):
+                chosen, chosen_plan = (j, t), candidate
+    if chosen is None:
+        return None
+    it = blend_iterations(case, influence, iterations, best, chosen[0], chosen[1], scorecard)
+    it.seconds = time.perf_counter() - t0
+    return it if it.preferred_to(a) else None
+
+
+@dataclass
+class _Scored(_RankedPlan):
+    report: ScoreReport
+    targets: dict
 
 
 def choose_delivery(iterations: list, best: int, deliver, limit: int) -> int:
