@@ -164,7 +164,8 @@ def test_navigation_blend_is_the_mixture_of_two_plans(planned):
     mix = 0.7 * a.dose.astype(np.float64) + 0.3 * b.dose
     d95 = compute_dvhs(mix, {"PTV70": case.structures["PTV70"]}, grid=case.grid)["PTV70"].dose_at_percent(95)
     mix *= 70.0 / d95
-    assert np.abs(it.dose - mix).max() < 0.01 * 70.0  # 1 % of Rx: float32 sums, DVH interpolation
+    # the same matrix and normalisation: only float32 rounding of doses up to ~80 Gy (measured 2e-5 Gy)
+    assert np.abs(it.dose - mix).max() < 1e-3
     f = it.result.normalization_factor
     np.testing.assert_allclose(it.result.weights, (0.7 * a.result.weights + 0.3 * b.result.weights) * f, rtol=1e-5,
                                atol=1e-6)

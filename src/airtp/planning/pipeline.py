@@ -382,17 +382,7 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
     def evaluate(objectives: ObjectiveSet, start=None, on=problem) -> Iteration:
         t0 = time.perf_counter()
         result = optimizer.optimize(on, objectives, start=start)
-        dose = resample(result.dose, influence.grid, case.grid)
-        # Plan normalisation on the dose that is scored and saved: the highest
-        # target's D95 on the case grid equals its prescription.
-        f = _normalization(case, dose)
-        dose *= np.float32(f)
-        result.weights = result.weights * np.float32(f)
-        result.normalization_factor *= f
-        result.fluences = [m * np.float32(f) for m in result.fluences]
-        report = score_plan(case, dose, scorecard) if scorecard is not None else None
-        return Iteration(objectives, result, dose, report, time.perf_counter() - t0, target_metrics(case, dose),
-                         on.transition_mm)
+        return _iteration(case, influence, result, objectives, scorecard, on.transition_mm, t0)
 
     t = time.perf_counter()
     objectives = settings.objectives or initial_objectives(case, scorecard)
@@ -479,6 +469,23 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
     return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings, delivery, delivered)
 
 
+def _iteration(case: Case, influence, result: OptimizationResult, objectives: ObjectiveSet, scorecard,
+               transition_mm: float, t0: float, blend: dict | None = None) -> Iteration:
+    """An optimizer result as an iteration: its dose on the case grid, normalised (weights, fluences and
+    factor scaled with it) and scored; `t0` is when its work began (``time.perf_counter``)."""
+    dose = resample(result.dose, influence.grid, case.grid)
+    # Plan normalisation on the dose that is scored and saved: the highest
+    # target's D95 on the case grid equals its prescription.
+    f = _normalization(case, dose)
+    dose *= np.float32(f)
+    result.weights = result.weights * np.float32(f)
+    result.normalization_factor *= f
+    result.fluences = [m * np.float32(f) for m in result.fluences]
+    report = score_plan(case, dose, scorecard) if scorecard is not None else None
+    return Iteration(objectives, result, dose, report, time.perf_counter() - t0, target_metrics(case, dose),
+                     transition_mm, blend)
+
+
 #: Fractions of another iteration's fluence that navigation mixes into the best plan's.
 BLEND_FRACTIONS = tuple(round(0.1 * k, 1) for k in range(1, 10))
 
@@ -492,20 +499,14 @@ def blend_iterations(case: Case, influence, iterations: list, i: int, j: int, fr
     being linear in the weights), renormalised like every plan and scored.
     It keeps iteration i's objectives and zone.
     """
+    t0 = time.perf_counter()
     a, b = iterations[i], iterations[j]
     weights = ((1.0 - fraction) * a.result.weights + fraction * b.result.weights).astype(np.float32)
-    grid_dose = influence.dose(weights)
-    dose = resample(grid_dose, influence.grid, case.grid)
-    f = _normalization(case, dose)
-    dose *= np.float32(f)
-    fluences = [((1.0 - fraction) * fa + fraction * fb) * np.float32(f)
-                for fa, fb in zip(a.result.fluences, b.result.fluences)]
-    result = OptimizationResult(weights * np.float32(f), grid_dose, fluences, [], 0, True,
-                                f"blend of iterations {i} and {j} ({fraction:g} of {j})", f,
-                                target=a.result.target)
-    report = score_plan(case, dose, scorecard)
-    return Iteration(a.objectives, result, dose, report, 0.0, target_metrics(case, dose), a.transition_mm,
-                     {"of": [i, j], "fraction": fraction})
+    fluences = [(1.0 - fraction) * fa + fraction * fb for fa, fb in zip(a.result.fluences, b.result.fluences)]
+    result = OptimizationResult(weights, influence.dose(weights), fluences, [], 0, True,
+                                f"blend of iterations {i} and {j} ({fraction:g} of {j})", target=a.result.target)
+    return _iteration(case, influence, result, a.objectives, scorecard, a.transition_mm, t0,
+                      {"of": [i, j], "fraction": fraction})
 
 
 def navigate(case: Case, influence, iterations: list, best: int, scorecard) -> Iteration | None:
@@ -519,7 +520,7 @@ def navigate(case: Case, influence, iterations: list, best: int, scorecard) -> I
     a = iterations[best]
     chosen, chosen_plan = None, a
     for j, b in enumerate(iterations):
-        if j == best or b.blend is not None:
+        if j == best:
             continue
         for t in BLEND_FRACTIONS:
             dose = (1.0 - t) * a.dose + t * b.dose
