@@ -2,6 +2,7 @@
 
 Run: python benchmarks/bench_openkbp.py [--data ../shared/data/openkbp] [--patients N | --ids pt_1 pt_2 ...]
      [--technique imrt9] [--iterations 5] [--dose-grid 4] [--optimizer-iterations 150] [--fluence-only]
+     [--no-spare] [--spare-fraction 0.5]
      [--out bench-openkbp] [--reproduce | --reproduce-only] [--reproduce-rounds N] [--reproduce-dose-grid 3]
 
 Each patient (an AIRTP case file with ``reference_dose_gy``, see the data
@@ -400,7 +401,8 @@ def print_summary(s: dict) -> None:
 
 def _settings(args) -> PlanSettings:
     settings = PlanSettings(technique=args.technique, iterations=args.iterations, dose_grid_mm=args.dose_grid,
-                            optimizer_options={"max_iterations": args.optimizer_iterations})
+                            optimizer_options={"max_iterations": args.optimizer_iterations},
+                            spare=not args.no_spare, spare_fraction=args.spare_fraction)
     if args.fluence_only:  # the ideal-fluence dose instead of the sequenced, deliverable one
         settings.deliverable = False
     return settings
@@ -418,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--optimizer-iterations", type=int, default=150, metavar="N")
     ap.add_argument("--fluence-only", action="store_true",
                     help="compare the optimised (ideal) fluence's dose, not the sequenced deliverable plan's")
+    ap.add_argument("--no-spare", action="store_true",
+                    help="no organ-sparing step after navigation (PlanSettings.spare)")
+    ap.add_argument("--spare-fraction", type=float, default=PlanSettings.spare_fraction, metavar="F",
+                    help="the sparing objectives' dose, x each organ's mean (PlanSettings.spare_fraction)")
     ap.add_argument("--out", type=Path, default=Path("bench-openkbp"), help="folder for the JSON and figures")
     ap.add_argument("--reproduce", action="store_true",
                     help="also reproduce each reference dose with airtp.planning.reproduce (paper Figure 9)")

@@ -100,7 +100,7 @@ def _plan_json(result: PlanResult) -> dict:
             {"score": it.score, "objectives": json.loads(it.objectives.to_json())["objectives"],
              "optimizer_iterations": it.result.iterations, "normalization_factor": it.result.normalization_factor,
              "skipped_objectives": it.result.skipped_objectives, "transition_mm": it.transition_mm,
-             "blend": it.blend}
+             "blend": it.blend, "stage": it.stage}
             for it in result.iterations
         ],
         "best_iteration": result.best,
