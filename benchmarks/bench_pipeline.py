@@ -3,7 +3,7 @@ and the deliverable plan: score of the ideal fluence against the sequenced plan'
 
 Run: python benchmarks/bench_pipeline.py [--seeds 0 1 2 3 4] [--technique imrt9] [--iterations 5]
                                          [--sequencer NAME] [--fluence-only] [--refine-transition-mm MM]
-                                         [--no-consolidate] [--no-navigate]
+                                         [--no-consolidate] [--no-navigate] [--no-spare]
                                          [--cases hn1 hn2 hn3 lung-left lung-right lung-central]
 
 Head and neck with 1, 2 and 3 PTVs and lung (left, right, central), for each
@@ -58,6 +58,7 @@ def main():
                     help="no consolidation iteration after the loop (PlanSettings.consolidate)")
     ap.add_argument("--no-navigate", action="store_true",
                     help="no blending of the best plan with the other iterations (PlanSettings.navigate)")
+    ap.add_argument("--no-spare", action="store_true", help="no organ-sparing step (PlanSettings.spare)")
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES, help="which phantoms (default: all)")
     args = ap.parse_args()
     rows, drops = [], []
@@ -70,7 +71,7 @@ def main():
                                               deliverable=not args.fluence_only, sequencer=args.sequencer,
                                               refine_transition_mm=args.refine_transition_mm,
                                               consolidate=not args.no_consolidate,
-                                              navigate=not args.no_navigate))
+                                              navigate=not args.no_navigate, spare=not args.no_spare))
         dt = time.perf_counter() - t0
         s = summary(result)
         top = s["targets"][max(case.prescriptions, key=lambda p: p.dose_gy).structure]

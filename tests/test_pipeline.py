@@ -152,7 +152,13 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     zones = [it.transition_mm for it in result.iterations]
     assert zones[0] == settings.transition_mm > settings.refine_transition_mm
     assert zones[1:3] == [settings.refine_transition_mm] * 2
-    assert zones[3:] == [settings.transition_mm] * (len(zones) - 3)  # consolidation, blends, sparing
+    # the consolidation in the planning zone, the sparing plan in the refinement's; blends keep the zone of
+    # the plan they start from
+    assert zones[3:3 + consolidated] == [settings.transition_mm] * consolidated
+    assert zones[3 + consolidated + navigated] == settings.refine_transition_mm
+    for it in result.iterations:
+        if it.blend is not None:
+            assert it.transition_mm == result.iterations[it.blend["of"][0]].transition_mm
     # the plan is normalised on the case grid: D95 of the highest target = its prescription, for the ideal
     # fluence and for the deliverable plan
     for dose in (result.final.dose, result.plan_dose):
@@ -204,7 +210,7 @@ def test_sparing_objectives_push_each_organ_mean_where_it_can_act(planned):
     influence = dose_influence(case, result.setup.beams, dose_grid_mm=FAST["dose_grid_mm"])
     from airtp.optimize import PlanningProblem
 
-    problem = PlanningProblem(influence, case.prescriptions, case.patient_id, result.settings.transition_mm)
+    problem = PlanningProblem(influence, case.prescriptions, case.patient_id, result.settings.refine_transition_mm)
     plan = result.iterations[1]
     organs = organs_at_risk(case, result.recipe)
     objs = sparing_objectives(problem, plan, organs, 0.5)
