@@ -22,7 +22,8 @@ from airtp.planning import PlanSettings, plan_case
 from airtp.planning.initial import LUNG_TABLE_4, lung_initial
 from airtp.planning.outputs import write_plan
 from airtp.planning.pipeline import (
-    blend_iterations, navigate, organ_mean_total, organs_at_risk, sparing_blend, sparing_objectives,
+    blend_iterations, keeps_coverage, navigate, organ_mean_total, organs_at_risk, sparing_blend,
+    sparing_objectives,
 )
 from airtp.planning.quality import target_metrics
 from airtp.planning.rules import dose2obj, prescription_objectives, scorecard2dose
@@ -279,6 +280,21 @@ def test_sparing_blend_lowers_organ_doses_only_at_no_cost(planned):
     assert passing and passing[-1] < 1.0 and t == passing[-1]
 
 
+def test_organ_sparing_keeps_every_target_covered():
+    """D95 may not fall below the prescription, nor below the plan's own D95 where that was already lower."""
+    def metrics(**d95):
+        rx = {"PTV70": 70.0, "PTV56": 56.0}
+        return {n: {"prescription_gy": rx[n], "D95_gy": v} for n, v in d95.items()}
+
+    before = metrics(PTV70=70.0, PTV56=57.0)
+    assert keeps_coverage(before, metrics(PTV70=70.0, PTV56=56.0))  # down to the prescription: kept
+    assert not keeps_coverage(before, metrics(PTV70=70.0, PTV56=55.9))  # below it
+    cold = metrics(PTV70=70.0, PTV56=50.0)  # a level already under-covered may not lose more
+    assert keeps_coverage(cold, metrics(PTV70=70.0, PTV56=50.04))
+    assert keeps_coverage(cold, metrics(PTV70=70.0, PTV56=50.5))
+    assert not keeps_coverage(cold, metrics(PTV70=70.0, PTV56=49.1))
+
+
 def test_organ_sparing_keeps_the_score_of_the_plan_it_starts_from(planned):
     case, result, _ = planned
     spared = [i for i, it in enumerate(result.iterations) if it.stage == "sparing"]
@@ -287,6 +303,7 @@ def test_organ_sparing_keeps_the_score_of_the_plan_it_starts_from(planned):
     if len(spared) == 2 or result.iterations[spared[0]] is result.final:
         kept = result.iterations[spared[-1]]
         assert result.best == spared[-1] and not result.iterations[start].preferred_to(kept)
+        assert keeps_coverage(result.iterations[start].targets, kept.targets)
         assert organ_mean_total(case, kept.dose, organs) < organ_mean_total(case, result.iterations[start].dose,
                                                                             organs)
     else:  # nothing was kept: the best plan is not the sparing plan

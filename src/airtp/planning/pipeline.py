@@ -652,20 +652,39 @@ def spare_organs(case: Case, problem: PlanningProblem, optimizer, iterations: li
     return sparing, (None if a.preferred_to(it) else it)
 
 
+#: Gy: how far a target's D95 may fall in organ sparing (DVH interpolation, not a clinical allowance).
+COVERAGE_TOL_GY = 0.05
+
+
+def keeps_coverage(before: dict, after: dict, tol_gy: float = COVERAGE_TOL_GY) -> bool:
+    """Whether no prescribed target's D95 falls below its prescription, or below its D95 `before` where that was lower.
+
+    `before` and `after` are :func:`airtp.planning.quality.target_metrics`.
+    Why: a scorecard item that already scores nothing (a lower level's V Rx
+    under 90 %, say) loses no point when its coverage falls further, so the
+    score alone does not guard the targets of organ sparing (a coarse plan of
+    OpenKBP pt_48 lost PTV56 D95 to 49.1 Gy that way).
+    """
+    return all(after[name]["D95_gy"] >= min(m["D95_gy"], m["prescription_gy"]) - tol_gy
+               for name, m in before.items())
+
+
 def sparing_blend(case: Case, plan: Iteration, sparing: Iteration, scorecard, organs: list[str]) -> float | None:
     """The fraction t of `sparing` mixed into `plan` that lowers the organs' summed mean dose most, or None.
 
     Candidates are t = 0.1 ... 0.9 (:data:`BLEND_FRACTIONS`) and 1 (the
     sparing plan itself), each mixture of the two normalised doses
     renormalised; only those to which `plan` is not preferred (the quality
-    filter kept, no scorecard point lost) count, and only a summed organ mean
+    filter kept, no scorecard point lost) and that keep every target's
+    coverage (:func:`keeps_coverage`) count, and only a summed organ mean
     below `plan`'s.
     """
     chosen, lowest = None, organ_mean_total(case, plan.dose, organs)
     for t in BLEND_FRACTIONS + (1.0,):
         dose = (1.0 - t) * plan.dose + t * sparing.dose
         dose *= np.float32(_normalization(case, dose))
-        if plan.preferred_to(_Scored(score_plan(case, dose, scorecard), target_metrics(case, dose))):
+        candidate = _Scored(score_plan(case, dose, scorecard), target_metrics(case, dose))
+        if plan.preferred_to(candidate) or not keeps_coverage(plan.targets, candidate.targets):
             continue
         total = organ_mean_total(case, dose, organs)
         if total < lowest:
