@@ -151,7 +151,8 @@ class PlanSettings:
         in the refinement's zone (``refine_transition_mm``). The best plan
         is then blended with it, and the blend (or the sparing plan itself)
         that lowers the organs' summed mean dose most is kept, among those
-        that lose no scorecard point and keep the quality filter. Why: the
+        that lose no scorecard point and keep the quality filter and every
+        target's coverage (:func:`keeps_coverage`). Why: the
         scorecard scores some organs only by a maximum (brainstem, cord) or
         outside the targets (parotids, mandible), so nothing in the loop
         lowers their mean dose, which a clinical plan keeps as low as
@@ -649,7 +650,7 @@ def spare_organs(case: Case, problem: PlanningProblem, optimizer, iterations: li
     j = len(iterations)  # where the caller puts the sparing plan
     it = blend_iterations(case, problem.influence, iterations + [sparing], best, j, chosen, scorecard)
     it.stage, it.seconds = "sparing", time.perf_counter() - t0
-    return sparing, (None if a.preferred_to(it) else it)
+    return sparing, (None if a.preferred_to(it) or not keeps_coverage(a.targets, it.targets) else it)
 
 
 #: Gy: how far a target's D95 may fall in organ sparing (DVH interpolation, not a clinical allowance).
@@ -657,7 +658,7 @@ COVERAGE_TOL_GY = 0.05
 
 
 def keeps_coverage(before: dict, after: dict, tol_gy: float = COVERAGE_TOL_GY) -> bool:
-    """Whether no prescribed target's D95 falls below its prescription, or below its D95 `before` where that was lower.
+    """Whether no target's D95 falls below its prescription, or below its D95 `before` where that was lower.
 
     `before` and `after` are :func:`airtp.planning.quality.target_metrics`.
     Why: a scorecard item that already scores nothing (a lower level's V Rx
