@@ -439,7 +439,7 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
                       f"{type(exc).__name__}: {exc}"
                 warnings.append(msg)
                 progress(msg)
-        start = current.result.weights / max(current.result.normalization_factor, 1e-12)
+        start = _optimizer_weights(current)
         return evaluate(buffer, start=start if start.size else None, on=on)
 
     def say(it: Iteration, label: str) -> None:
@@ -524,6 +524,11 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
     return PlanResult(case, settings, setup, recipe, iterations, best, timings, warnings, delivery, delivered)
 
 
+def _optimizer_weights(plan: Iteration) -> np.ndarray:
+    """A plan's beamlet weights before its normalisation: the optimiser's frame, and its warm start."""
+    return plan.result.weights / max(plan.result.normalization_factor, 1e-12)
+
+
 def _iteration(case: Case, influence, result: OptimizationResult, objectives: ObjectiveSet, scorecard,
                transition_mm: float, t0: float, blend: dict | None = None) -> Iteration:
     """An optimizer result as an iteration: its dose on the case grid, normalised (weights, fluences and
@@ -581,9 +586,7 @@ def navigate(case: Case, influence, iterations: list, best: int, scorecard) -> I
         if j == best:
             continue
         for t in BLEND_FRACTIONS:
-            dose = (1.0 - t) * a.dose + t * b.dose
-            dose *= np.float32(_normalization(case, dose))
-            candidate = _Scored(score_plan(case, dose, scorecard), target_metrics(case, dose))
+            _, candidate = _mixture(case, a, b, t, scorecard)
             if candidate.preferred_to(chosen_plan):
                 chosen, chosen_plan = (j, t), candidate
     if chosen is None:
@@ -615,8 +618,7 @@ def sparing_objectives(problem: PlanningProblem, plan: Iteration, organs: list[s
     and in the optimiser's frame (before the plan normalisation), so that the
     objective pushes where it can act; organs with no such voxels get none.
     """
-    start = plan.result.weights / max(plan.result.normalization_factor, 1e-12)
-    dose = problem.influence.dose_vector(start)
+    dose = problem.influence.dose_vector(_optimizer_weights(plan))
     out = ObjectiveSet(list(plan.objectives.objectives))
     for name in organs:
         rows = problem.rows(name)
@@ -640,8 +642,7 @@ def spare_organs(case: Case, problem: PlanningProblem, optimizer, iterations: li
     t0 = time.perf_counter()
     a = iterations[best]
     objectives = sparing_objectives(problem, a, organs, fraction)
-    start = a.result.weights / max(a.result.normalization_factor, 1e-12)
-    result = optimizer.optimize(problem, objectives, start=start)
+    result = optimizer.optimize(problem, objectives, start=_optimizer_weights(a))
     sparing = _iteration(case, problem.influence, result, objectives, scorecard, problem.transition_mm, t0)
     sparing.stage = "sparing"
     chosen = sparing_blend(case, a, sparing, scorecard, organs)
@@ -684,9 +685,7 @@ def sparing_blend(case: Case, plan: Iteration, sparing: Iteration, scorecard, or
     """
     chosen, lowest = None, organ_mean_total(case, plan.dose, organs)
     for t in BLEND_FRACTIONS + (1.0,):
-        dose = (1.0 - t) * plan.dose + t * sparing.dose
-        dose *= np.float32(_normalization(case, dose))
-        candidate = _Scored(score_plan(case, dose, scorecard), target_metrics(case, dose))
+        dose, candidate = _mixture(case, plan, sparing, t, scorecard)
         if plan.preferred_to(candidate) or not keeps_coverage(plan.targets, candidate.targets):
             continue
         total = organ_mean_total(case, dose, organs)
@@ -699,6 +698,14 @@ def sparing_blend(case: Case, plan: Iteration, sparing: Iteration, scorecard, or
 class _Scored(_RankedPlan):
     report: ScoreReport
     targets: dict
+
+
+def _mixture(case: Case, a, b, t: float, scorecard) -> tuple[np.ndarray, _Scored]:
+    """The dose of ``(1 - t)`` x plan a + ``t`` x plan b (both normalised, case grid), renormalised, and its
+    ranking; exact for the blend of their weights, dose being linear in them (:func:`blend_iterations`)."""
+    dose = (1.0 - t) * a.dose + t * b.dose
+    dose *= np.float32(_normalization(case, dose))
+    return dose, _Scored(score_plan(case, dose, scorecard), target_metrics(case, dose))
 
 
 def choose_delivery(iterations: list, best: int, deliver, limit: int) -> int:
