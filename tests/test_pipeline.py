@@ -118,16 +118,16 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     scores = result.score_trajectory
     # initial plan, 2 refinements, the consolidation when a refinement was the best, and a navigation blend
     # when one beat the best plan (then it is last, and kept unless sequencing chose otherwise)
-    # when one beat the best plan, then the organ-sparing plan and, when one was kept, its blend
+    # when one beat the best plan, then the two organ-sparing plans (free, held) and, when one was kept, a blend
     stages = [it.stage for it in result.iterations]
     consolidated = int(any(it.preferred_to(result.iterations[0]) for it in result.iterations[1:3]))
     navigated = int("navigation" in stages)
-    spared = stages.count("sparing") - 1
+    spared = stages.count("sparing") - 2
     assert stages == ["initial", "refinement", "refinement"] + ["consolidation"] * consolidated \
-        + ["navigation"] * navigated + ["sparing"] * (1 + spared) and spared in (0, 1)
+        + ["navigation"] * navigated + ["sparing"] * (2 + spared) and spared in (0, 1)
     assert all(np.isfinite(scores))
     blends = [it.blend is not None for it in result.iterations]
-    assert blends == [False] * (3 + consolidated) + [True] * navigated + [False] + [True] * spared
+    assert blends == [False] * (3 + consolidated) + [True] * navigated + [False, False] + [True] * spared
     if navigated:
         i, j = result.iterations[3 + consolidated].blend["of"]
         assert result.iterations[3 + consolidated].preferred_to(result.iterations[i]) and i != j
@@ -154,10 +154,11 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     zones = [it.transition_mm for it in result.iterations]
     assert zones[0] == settings.transition_mm > settings.refine_transition_mm
     assert zones[1:3] == [settings.refine_transition_mm] * 2
-    # the consolidation in the planning zone, the sparing plan in the refinement's; blends keep the zone of
+    # the consolidation in the planning zone, the sparing plans in the refinement's; blends keep the zone of
     # the plan they start from
     assert zones[3:3 + consolidated] == [settings.transition_mm] * consolidated
-    assert zones[3 + consolidated + navigated] == settings.refine_transition_mm
+    first = 3 + consolidated + navigated
+    assert zones[first:first + 2] == [settings.refine_transition_mm] * 2
     for it in result.iterations:
         if it.blend is not None:
             assert it.transition_mm == result.iterations[it.blend["of"][0]].transition_mm
@@ -305,22 +306,63 @@ def best_before_sparing(iterations):
 def test_organ_sparing_keeps_the_score_of_the_plan_it_starts_from(planned):
     case, result, _ = planned
     spared = [it for it in result.iterations if it.stage == "sparing"]
+    plans = spared[:2]  # the free and the held sparing plan
     start = best_before_sparing(result.iterations)
     organs = organs_at_risk(case, result.recipe)
 
-    def free(it):  # the rule: no point lost, filter and coverage kept, organs lower
-        return not start.preferred_to(it) and keeps_coverage(start.targets, it.targets) and \
-            organ_mean_total(case, it.dose, organs) < organ_mean_total(case, start.dose, organs)
+    def total(it):
+        return organ_mean_total(case, it.dose, organs)
 
-    if len(spared) == 2:  # a blend was kept: of the start plan and the sparing plan
-        blend = spared[1]
+    def free(it):  # the rule: no point lost, filter and coverage kept, organs lower
+        return not start.preferred_to(it) and keeps_coverage(start.targets, it.targets) and total(it) < total(start)
+
+    assert len(plans) == 2 and all(p.blend is None for p in plans)
+    if len(spared) == 3:  # a blend was kept: of the start plan and one of the sparing plans
+        blend = spared[2]
         assert free(blend) and result.iterations[blend.blend["of"][0]] is start
-        assert result.iterations[blend.blend["of"][1]] is spared[0]
+        assert any(result.iterations[blend.blend["of"][1]] is p for p in plans)
         kept = blend
-    else:  # no blend: the sparing plan itself is kept exactly when it is free
-        kept = spared[0] if free(spared[0]) else start
+    else:  # no blend: a sparing plan itself is kept when one is free (the one sparing the organs most)
+        kept = min((p for p in plans if free(p)), key=total, default=start)
     if not any("deliverable plans" in w for w in result.warnings):  # sequencing did not change the choice
         assert result.final is kept
+
+
+def test_hold_objectives_keep_each_target_and_ring_where_the_plan_has_them(planned):
+    """An upper objective at each target's and target ring's maximum, a lower one at each target's D95."""
+    case, result, _ = planned
+    from airtp.optimize import PlanningProblem
+    from airtp.planning.pipeline import RING_PREFIX, hold_objectives
+
+    influence = dose_influence(case, result.setup.beams, dose_grid_mm=FAST["dose_grid_mm"])
+    zone = result.settings.refine_transition_mm
+    plain = PlanningProblem(influence, case.prescriptions, case.patient_id, zone)
+    held = PlanningProblem(influence, case.prescriptions, case.patient_id, zone, (RING_PREFIX,))
+    plan = result.iterations[1]
+    objs = hold_objectives(held, plan)
+    rings = [n for n in influence.structures if n.startswith("RingPTV")]
+    targets = [n for n in influence.structures if n.startswith("PTV")]
+    assert rings and "PTV70" in targets and "PTV56" in targets
+    assert sorted({o.structure for o in objs}) == sorted(rings + targets)  # no organ is held
+    # the rings keep their voxels in the transition zone, where their hot spots lie: every voxel outside the
+    # targets (this coarse grid has none within the zone, so the rows are those of the plain problem too)
+    in_targets = np.logical_or.reduce([influence.structures[p.structure].ravel()[influence.voxels]
+                                       for p in case.prescriptions])
+    for n in rings:
+        ring = influence.structures[n].ravel()[influence.voxels]
+        assert np.array_equal(held.rows(n), np.flatnonzero(ring & ~in_targets))
+        assert np.isin(plain.rows(n), held.rows(n)).all()
+    # independent: the plan's dose before its normalisation, read on each structure's rows
+    dose = influence.dose_vector(plan.result.weights / plan.result.normalization_factor)
+    for o in objs:
+        assert isinstance(o, PointObjective) and o.priority >= 100
+        d = dose[held.rows(o.structure)]
+        if o.operator == "upper":
+            assert o.volume_pct == 0.0 and o.dose_gy == pytest.approx(d.max(), abs=0.01)
+        else:
+            assert o.structure in targets and o.volume_pct == 95.0
+            assert o.dose_gy == pytest.approx(np.percentile(d, 5.0), abs=0.1)
+    assert sum(o.operator == "lower" for o in objs) == len(targets)
 
 
 def test_plan_folder(planned):
