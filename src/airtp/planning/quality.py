@@ -38,10 +38,14 @@ def target_metrics(case: Case, dose: np.ndarray) -> dict:
     return out
 
 
-def meets_quality_filter(metrics: dict) -> bool:
-    """Whether the highest-dose target of :func:`target_metrics` passes the GDP-HMM filter."""
+def meets_quality_filter(metrics: dict, margin: tuple = (0.0, 0.0)) -> bool:
+    """Whether the highest-dose target of :func:`target_metrics` passes the GDP-HMM filter.
+
+    `margin` (D5/D95, Dmax/D95): how far below each limit the ratio must lie.
+    """
     if not metrics:
         return True  # nothing prescribed: nothing to filter on
     top = next(iter(metrics.values()))
     r5, rmax = top["d5_over_d95"], top["dmax_over_d95"]
-    return r5 is not None and rmax is not None and r5 < D5_OVER_D95_LIMIT and rmax < DMAX_OVER_D95_LIMIT
+    return r5 is not None and rmax is not None and r5 < D5_OVER_D95_LIMIT - margin[0] \
+        and rmax < DMAX_OVER_D95_LIMIT - margin[1]
