@@ -500,8 +500,9 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
             if blend:
                 iterations.append(kept)
             best = next(i for i, it in enumerate(iterations) if it is kept)
+            i, j = kept.blend["of"] if blend else (best, best)
             what = f"sparing plan {best}" if not blend else \
-                f"iteration {kept.blend['of'][0]} blended with {kept.blend['fraction']:g} of iteration {kept.blend['of'][1]}"
+                f"iteration {i} blended with {kept.blend['fraction']:g} of iteration {j}"
             progress(f"organ sparing kept {what}: score {kept.score:.2f}, summed organ mean "
                      f"{before:.1f} -> {organ_mean_total(case, kept.dose, organs):.1f} Gy")
     timings["optimization_s"] = time.perf_counter() - t
