@@ -26,7 +26,7 @@ from airtp.errors import AirtpError
 
 __all__ = [
     "ObjectiveError", "PointObjective", "MeanObjective", "GEUDObjective", "NormalTissueObjective",
-    "UPPER", "LOWER",
+    "UPPER", "LOWER", "voxel_dose_at_volume",
 ]
 
 UPPER, LOWER = "upper", "lower"
@@ -50,7 +50,7 @@ def _check_operator(obj, what: str) -> None:
         raise ObjectiveError(f"{what} on '{obj.structure}': operator must be 'upper' or 'lower', got {obj.operator!r}")
 
 
-def _dose_at_volume(dose: np.ndarray, volume_pct: float) -> float:
+def voxel_dose_at_volume(dose: np.ndarray, volume_pct: float) -> float:
     """Dose (Gy) that the hottest `volume_pct` % of the voxels receive at least.
 
     The objectives need the exact voxel rank on every iteration, so this is a
@@ -90,7 +90,7 @@ class PointObjective:
         """Priority-weighted penalty (Gy^2) and its gradient over the structure's voxel doses."""
         n = dose.size
         d = self.dose_gy
-        dv = _dose_at_volume(dose, self.volume_pct)
+        dv = voxel_dose_at_volume(dose, self.volume_pct)
         if self.operator == UPPER:
             active = (dose > d) & (dose <= dv)
             diff = np.where(active, dose - d, 0.0)

@@ -51,6 +51,7 @@ from airtp.evaluation.dvh import compute_dvhs
 from airtp.evaluation.scorecard import ScoreReport, get_scorecard, score_plan
 from airtp.grid import resample
 from airtp.objectives import MeanObjective, ObjectiveSet, PointObjective
+from airtp.objectives.objectives import voxel_dose_at_volume
 from airtp.optimize import OptimizationResult, PlanningProblem, get_optimizer
 from airtp.optimize.builtin import normalization_factor
 from airtp.planning.initial import initial_objectives
@@ -666,10 +667,10 @@ def hold_objectives(problem: PlanningProblem, plan: Iteration, priority: float =
         rows = problem.rows(name) if target or name.startswith(RING_PREFIX) else None
         if rows is None or rows.size == 0:
             continue
-        d = np.sort(dose[rows])[::-1]  # hottest first
-        out.append(PointObjective(name, "upper", round(float(d[0]), 2), 0.0, priority))
+        d = dose[rows]  # the objectives' own voxel-rank D95, so that each hold starts at its boundary
+        out.append(PointObjective(name, "upper", round(float(d.max()), 2), 0.0, priority))
         if target:
-            out.append(PointObjective(name, "lower", round(float(d[int(0.95 * (d.size - 1))]), 2), 95.0, priority))
+            out.append(PointObjective(name, "lower", round(voxel_dose_at_volume(d, 95.0), 2), 95.0, priority))
     return out
 
 
@@ -704,10 +705,9 @@ def spare_organs(case: Case, problem: PlanningProblem, optimizer, iterations: li
         sparing = _iteration(case, problem.influence, result, objectives, scorecard, problem.transition_mm, t1)
         sparing.stage = "sparing"
         plans.append(sparing)
-        t = sparing_blend(case, a, sparing, scorecard, organs)
-        total = None if t is None else organ_mean_total(case, _mixture(case, a, sparing, t, scorecard)[0], organs)
-        if total is not None and total < lowest:
-            chosen, lowest = (len(plans) - 1, t), total
+        found = sparing_blend(case, a, sparing, scorecard, organs)
+        if found is not None and found[1] < lowest:
+            chosen, lowest = (len(plans) - 1, found[0]), found[1]
     if chosen is None:
         return plans, None
     k, t = chosen
@@ -760,8 +760,10 @@ def spares_at_no_cost(plan, candidate) -> bool:
         and keeps_coverage(plan.targets, candidate.targets)
 
 
-def sparing_blend(case: Case, plan: Iteration, sparing: Iteration, scorecard, organs: list[str]) -> float | None:
-    """The fraction t of `sparing` mixed into `plan` that lowers the organs' summed mean dose most, or None.
+def sparing_blend(case: Case, plan: Iteration, sparing: Iteration, scorecard,
+                  organs: list[str]) -> tuple[float, float] | None:
+    """(t, summed organ mean Gy) of the fraction t of `sparing` mixed into `plan` that lowers the organs'
+    summed mean dose most, or None.
 
     Candidates are t = 0.1 ... 0.9 (:data:`BLEND_FRACTIONS`) and 1 (the
     sparing plan itself), each mixture of the two normalised doses
@@ -776,7 +778,7 @@ def sparing_blend(case: Case, plan: Iteration, sparing: Iteration, scorecard, or
         total = organ_mean_total(case, dose, organs)
         if total < lowest:
             chosen, lowest = t, total
-    return chosen
+    return None if chosen is None else (chosen, lowest)
 
 
 @dataclass
