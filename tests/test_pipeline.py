@@ -228,6 +228,14 @@ def test_sparing_objectives_push_each_organ_mean_where_it_can_act(planned):
     cord = next(o for o in added if o.structure == "SpinalCord")
     assert cord.dose_gy == pytest.approx(0.5 * dose[problem.rows("SpinalCord")].mean(), abs=0.01)
     assert cord.dose_gy > 0
+    # relative priorities: every objective starts at one penalty, (1 - fraction)^2 x the organs' average mean^2
+    means = {n: float(dose[problem.rows(n)].mean()) for n in reachable}
+    average = np.mean(list(means.values()))
+    for o in added:
+        assert o.priority == pytest.approx(min((average / means[o.structure]) ** 2, 100.0), rel=1e-4)
+        if (average / means[o.structure]) ** 2 < 100:
+            assert o.penalty(dose[problem.rows(o.structure)])[0] == pytest.approx((0.5 * average) ** 2, rel=1e-2)
+    assert len({round(o.priority, 3) for o in added}) > 1  # the fixture's organs lie at different doses
 
 
 def _with_dose(it, dose, case=None):

@@ -558,8 +558,12 @@ def _iteration(case: Case, influence, result: OptimizationResult, objectives: Ob
                      transition_mm, blend)
 
 
-#: Priority of the organ-sparing mean objectives (:func:`sparing_objectives`).
+#: Priority of the organ-sparing mean objectives (:func:`sparing_objectives`) of an organ at the organs'
+#: average mean dose; an organ at mean m gets it x (average / m)^2, at most :data:`SPARING_PRIORITY_MAX` x.
 SPARING_PRIORITY = 1.0
+
+#: Largest factor on :data:`SPARING_PRIORITY` (an organ at a tenth of the average mean or less).
+SPARING_PRIORITY_MAX = 100.0
 
 #: Priority of :func:`hold_objectives` (against the sparing objectives' 1: a mean objective's excess is
 #: tens of Gy over the whole organ, a hot spot's a few Gy in a few voxels).
@@ -636,14 +640,30 @@ def sparing_objectives(problem: PlanningProblem, plan: Iteration, organs: list[s
     outside the targets and the transition zone, :meth:`PlanningProblem.rows`)
     and in the optimiser's frame (before the plan normalisation), so that the
     objective pushes where it can act; organs with no such voxels get none.
+    Each organ's priority is `priority` x (average of the organs' means /
+    its mean)^2 (at most :data:`SPARING_PRIORITY_MAX` x), so that every
+    objective starts at the same penalty and asks the same relative cut.
+    Why: a mean objective's penalty is its excess squared, so at one
+    priority an organ at 2 Gy (a brainstem beyond the fields) was pushed
+    about 400 times less than one at 40 Gy (a mandible); on 10 OpenKBP
+    patients (ideal fluence) the relative priorities lowered the kept
+    plans' brainstem mean by 0.42 Gy on average, cord 0.62, oesophagus
+    0.89, parotids 0.48, larynx 0.32, and raised the mandible's 0.19.
     """
     dose = problem.influence.dose_vector(_optimizer_weights(plan))
-    out = ObjectiveSet(list(plan.objectives.objectives))
+    means = {}
     for name in organs:
         rows = problem.rows(name)
-        if rows is None or rows.size == 0:
-            continue
-        out.add(MeanObjective(name, round(fraction * float(dose[rows].mean(dtype=np.float64)), 2), priority))
+        if rows is not None and rows.size:
+            means[name] = float(dose[rows].mean(dtype=np.float64))
+    out = ObjectiveSet(list(plan.objectives.objectives))
+    if not means:
+        return out
+    average = float(np.mean(list(means.values())))
+    for name, mean in means.items():
+        scale = SPARING_PRIORITY_MAX if mean * mean * SPARING_PRIORITY_MAX <= average * average \
+            else (average / mean) ** 2
+        out.add(MeanObjective(name, round(fraction * mean, 2), priority * scale))
     return out
 
 
