@@ -313,8 +313,34 @@ def test_benchmark_compares_each_patient_and_records_bad_input(tmp_path, capsys)
     assert Path(good["figure"]).is_file() and (tmp_path / "out" / "openkbp.json").is_file()
     for organ in ("Brainstem", "SpinalCord", "LeftParotid", "RightParotid", "Mandible"):
         assert f"{organ}_mean" in doc["summary"]["metrics"]
+    means = {k[:-5] for k in good["comparison"]["difference"] if k.endswith("_mean")}
+    assert set(good["beyond_reference_fields"]) == means  # the diagnostic covers exactly the compared organs
+    assert set(doc["summary"]["organ_mean_median_within_reference_fields"]) == means
     printed = capsys.readouterr().out
     assert "median" in printed and "FAILED" in printed and "goal, PTV70 D95" in printed
+
+
+def test_benchmark_splits_off_the_difference_beyond_the_reference_fields():
+    """The part of an organ's mean difference from voxels where the reference is under 1 % of the prescription."""
+    from types import SimpleNamespace
+
+    bench = load_benchmark()
+    reference = np.zeros((4, 4, 4), np.float32)
+    reference[:2] = 30.0  # slices 2 and 3: beyond the reference's fields (0 Gy)
+    reference[2] = 0.69  # just under 1 % of 70 Gy
+    plan = reference + np.float32(2.0)
+    plan[0] += np.float32(5.0)
+    organ = np.zeros_like(reference, bool)
+    organ[:, :2] = True  # 8 voxels in each slice: half of it beyond the fields
+    ptv = np.zeros_like(organ)
+    ptv[0, 3, 3] = True
+    case = SimpleNamespace(prescriptions=[SimpleNamespace(dose_gy=70.0), SimpleNamespace(dose_gy=56.0)])
+    cmp = SimpleNamespace(plan_dose=plan, reference_dose=reference)
+    parts = bench.beyond_reference_fields(case, cmp, {"Brainstem": organ, "PTV70": ptv}, ["PTV70"])
+    assert set(parts) == {"Brainstem"}  # targets are not organs
+    assert parts["Brainstem"] == pytest.approx(2.0 * 16 / 32)  # +2 Gy on the 16 of 32 voxels beyond
+    whole = plan[organ].mean() - reference[organ].mean()
+    assert whole - parts["Brainstem"] == pytest.approx((7.0 * 8 + 2.0 * 8) / 32)  # what the fields give
 
 
 def test_benchmark_reproduce_hook_compares_the_reproduction_like_the_plan(tmp_path, monkeypatch):

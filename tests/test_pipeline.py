@@ -123,11 +123,16 @@ def test_algorithm_1_records_trajectory_and_keeps_the_best(planned):
     consolidated = int(any(it.preferred_to(result.iterations[0]) for it in result.iterations[1:3]))
     navigated = int("navigation" in stages)
     spared = stages.count("sparing") - 2
+    # and last, when sequencing tipped the best plan out of the quality filter, a blend for delivery
+    for_delivery = int(stages[-1] == "delivery")
     assert stages == ["initial", "refinement", "refinement"] + ["consolidation"] * consolidated \
-        + ["navigation"] * navigated + ["sparing"] * (2 + spared) and spared in (0, 1)
+        + ["navigation"] * navigated + ["sparing"] * (2 + spared) + ["delivery"] * for_delivery and spared in (0, 1)
     assert all(np.isfinite(scores))
     blends = [it.blend is not None for it in result.iterations]
-    assert blends == [False] * (3 + consolidated) + [True] * navigated + [False, False] + [True] * spared
+    assert blends == [False] * (3 + consolidated) + [True] * navigated + [False, False] + [True] * spared \
+        + [True] * for_delivery
+    if for_delivery:
+        assert result.best == len(stages) - 1 and result.delivery.meets_quality_filter
     if navigated:
         i, j = result.iterations[3 + consolidated].blend["of"]
         assert result.iterations[3 + consolidated].preferred_to(result.iterations[i]) and i != j
@@ -630,3 +635,36 @@ def test_delivery_choice_searches_past_a_plan_that_sequencing_spoiled():
     calls = []
     worse = [plan(100), plan(99), plan(98)]
     assert choose_delivery(worse, 0, lambda i: calls.append(i) or plan(90 + i), 3) == 0 and calls == [0]
+
+
+def test_a_plan_that_sequencing_tipped_out_of_the_filter_is_delivered_blended_with_the_kept_one():
+    from types import SimpleNamespace
+
+    from airtp.planning.pipeline import DELIVERY_BLEND_FRACTIONS, Iteration, blend_for_delivery
+
+    def plan(score, passes=True):
+        return Iteration(None, None, None, SimpleNamespace(total=score),
+                         0.0, {"PTV70": {"d5_over_d95": 1.05 if passes else 1.09, "dmax_over_d95": 1.10}}, 10.0)
+
+    iterations = [plan(100), plan(106), plan(104, passes=False)]  # ideal fluences; 1 is the best
+
+    def run(delivered, blends, best=1, kept=0):
+        tried = []
+
+        def deliver_blend(t):
+            tried.append(t)
+            return blends[t]
+        return blend_for_delivery(iterations, best, kept, delivered, deliver_blend), tried
+
+    spoiled = {0: plan(99), 1: plan(105, passes=False)}  # sequencing tipped the best plan out of the filter
+    ladder = {0.8: plan(104.5, passes=False), 0.6: plan(103), 0.4: plan(101), 0.2: plan(100)}
+    found, tried = run(spoiled, ladder)  # most of the best plan that delivers within the filter
+    assert found == (0.6, ladder[0.6]) and tried == [0.8, 0.6]
+    found, tried = run(spoiled, {t: plan(98) for t in DELIVERY_BLEND_FRACTIONS})  # none beats the kept plan
+    assert found is None and tried == list(DELIVERY_BLEND_FRACTIONS)
+    # not tried: the best plan delivered, its deliverable within the filter, its ideal fluence outside it,
+    # or the kept plan's deliverable outside it too
+    for delivered, best, kept in (({0: plan(99), 1: plan(105)}, 1, 1), ({0: plan(99), 1: plan(105)}, 1, 0),
+                                  ({0: plan(99), 2: plan(103, passes=False)}, 2, 0),
+                                  ({0: plan(99, passes=False), 1: plan(105, passes=False)}, 1, 0)):
+        assert run(delivered, ladder, best, kept) == (None, [])
