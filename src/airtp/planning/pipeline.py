@@ -10,13 +10,14 @@ zone round the targets (``consolidate``; the refinement's zone is narrower).
 Navigation (``navigate``) then mixes the best plan's fluence with each other
 iteration's (:func:`blend_iterations`, the interpolation between plans of
 multicriteria-optimisation navigation) and keeps a blend that is the better
-plan. Organ sparing (``spare``) then optimises once more from the best
-plan with every organ at risk's mean dose pushed down, and keeps the blend
-with that plan that lowers the organs' doses most without losing a
-scorecard point (:func:`spare_organs`). It keeps the best plan: the
-best-scoring among the iterations whose highest-dose target passes the
-GDP-HMM quality filter (D5/D95 < 1.07, Dmax/D95 < 1.12;
-:mod:`airtp.planning.quality`), the best-scoring overall when none does.
+plan. Organ sparing (``spare``) then optimises twice more from the best
+plan with every organ at risk's mean dose pushed down (once holding the
+targets where they are), and keeps the blend with either that lowers the
+organs' doses most without losing a scorecard point (:func:`spare_organs`).
+It keeps the best plan: the best-scoring among the iterations whose
+highest-dose target passes the GDP-HMM quality filter (D5/D95 < 1.07,
+Dmax/D95 < 1.12; :mod:`airtp.planning.quality`), the best-scoring overall
+when none does.
 
 Deliverable plan (default; ``deliverable=False`` stops at the ideal fluence):
 the best iteration's fluences are sequenced for the machine
@@ -28,7 +29,11 @@ initial and final scores are of plans of the same kind. When sequencing
 tips the best iteration over the quality filter or below the initial plan's
 deliverable plan, the next refined iterations are delivered too (at most
 ``delivery_candidates``) and the preferred deliverable plan is kept, the
-initial plan's included (:func:`choose_delivery`).
+initial plan's included (:func:`choose_delivery`). Where the best
+iteration's ideal fluence passed the filter and its deliverable plan does
+not, blends of it with the kept plan are delivered too, most of it first,
+and the first one preferred to the kept plan's is kept (stage
+``delivery``; :func:`blend_for_delivery`).
 
 Doses are optimised on the dose grid and scored on the case (CT) grid after
 trilinear resampling, so every score is of the dose that ``dose.npy`` holds.
@@ -172,7 +177,12 @@ class PlanSettings:
         patients deliverable: brainstem +1.5 -> +1.1, cord -2.2 -> -4.1,
         right parotid -1.4 -> -3.3, left parotid +0.1 -> -1.5, oesophagus
         -3.2 -> -6.0, larynx -10.2 -> -12.4, mandible +1.5 -> -0.6 Gy;
-        scorecard median 59.1 -> 59.2. On the synthetic phantoms the free
+        scorecard median 59.1 -> 59.2. Relative priorities
+        (:func:`sparing_objectives`) and blends for delivery, all 40:
+        brainstem +1.1 -> +0.15, cord -4.1 -> -4.9, right parotid -3.3
+        -> -3.8, left parotid -1.5 -> -2.5, oesophagus -6.0 -> -5.6,
+        larynx -12.4 -> -11.9, mandible -0.6 -> -0.3 Gy; scorecard median
+        59.2 -> 60.5 (README). On the synthetic phantoms the free
         plan rarely keeps a blend (its 34-organ sparing plans lose 7-20
         points); the held one gained 5 of 20 cases rerun (README).
     spare_fraction : float
@@ -196,7 +206,8 @@ class PlanSettings:
         that passes the quality filter and beats the initial plan's (the
         best iteration first; see :func:`plan_case`). Sequencing costs
         seconds per iteration, and a plan that loses its gain to sequencing
-        often has a neighbour that keeps it.
+        often has a neighbour that keeps it. Blends for delivery
+        (:func:`blend_for_delivery`, at most four) come on top.
     """
 
     technique: str = "imrt9"
