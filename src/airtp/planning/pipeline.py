@@ -548,6 +548,7 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
                 f"iteration {kept} kept" + (" (the initial plan)" if kept == 0 else "") if found is None else
                 f"the blend of iteration {kept} with {found[0]:g} of iteration {best} kept"))
             progress(warnings[-1])
+        timings["sequencing_s"] = sum(d.seconds for d in delivered.values()) + sum(d.seconds for *_, d in blends)
         if found is not None:
             it = next(it for t, it, _ in blends if t == found[0])
             it.stage = "delivery"
@@ -555,9 +556,6 @@ def plan_case(case: Case, settings: PlanSettings | None = None, progress: Progre
             kept = len(iterations) - 1
             delivered[kept] = found[1]
         delivery, best = delivered[kept], kept
-        seconds = sum(d.seconds for d in delivered.values()) + sum(d.seconds for t, _, d in blends
-                                                                   if found is None or t != found[0])
-        timings["sequencing_s"] = seconds
         d = delivery.plan
         progress(f"deliverable plan ({d.sequencer}, {machine.name}): "
                  f"{sum(b.n_segments for b in d.beams)} {'control points' if setup.arcs else 'segments'}, "
